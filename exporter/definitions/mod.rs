@@ -1,0 +1,177 @@
+//! The newest published definition version, fetched from the public
+//! versions document and cached.
+//!
+//! The document is fetched over plain HTTP(S) with a deadline and a size
+//! cap, directly (environment proxy variables are ignored, so that the
+//! measurement does not depend on the shell the exporter was started from).
+//! A good answer is reused for `versions.cache_for`; after a failed fetch
+//! the last good version is still served (versions only grow, so the lag
+//! computed from it is a lower bound) and the failure is reported beside it.
+//! A failed fetch is retried at most once per `probe.min_interval`.
+//!
+//! The lag itself is computed in [`lag`]; the connector's held version comes
+//! from [`crate::connector`].
+
+pub mod parse;
+
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::config::VersionsConfig;
+
+/// Why the versions document could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("versions document: HTTP {status}")]
+    HttpStatus { status: u16 },
+    #[error("versions document: no answer before the deadline")]
+    Timeout,
+    #[error("versions document: request failed: {0}")]
+    Unreachable(String),
+    #[error("versions document: larger than {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("versions document: {0}")]
+    Parse(#[from] parse::VersionsError),
+}
+
+impl FetchError {
+    /// The fixed reason shown in metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FetchError::HttpStatus { .. } => "http_status",
+            FetchError::Timeout => "timeout",
+            FetchError::Unreachable(_) => "unreachable",
+            FetchError::TooLarge { .. } => "too_large",
+            FetchError::Parse(e) => e.reason(),
+        }
+    }
+}
+
+/// What is known of the newest published version at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VersionsSnapshot {
+    /// The newest version from the last good fetch, if any.
+    pub latest: Option<u64>,
+    /// When that good fetch happened.
+    pub fetched_at: Option<SystemTime>,
+    /// Whether the most recent fetch attempt succeeded.
+    pub last_fetch_ok: bool,
+    /// The most recent attempt's failure reason and detail, if it failed.
+    pub last_error: Option<(&'static str, String)>,
+}
+
+#[derive(Default)]
+struct Cache {
+    snapshot: VersionsSnapshot,
+    good_at: Option<Instant>,
+    attempted_at: Option<Instant>,
+}
+
+/// Fetches and caches the versions document.
+pub struct VersionsSource {
+    config: VersionsConfig,
+    retry_after: Duration,
+    client: reqwest::Client,
+    cache: Mutex<Cache>,
+}
+
+impl VersionsSource {
+    /// Builds the HTTP client once. `retry_after` bounds how often a failed
+    /// fetch is tried again.
+    pub fn new(config: VersionsConfig, retry_after: Duration) -> Result<Self, FetchError> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .user_agent(concat!("tetra-exporter/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| FetchError::Unreachable(e.to_string()))?;
+        Ok(VersionsSource {
+            config,
+            retry_after,
+            client,
+            cache: Mutex::new(Cache::default()),
+        })
+    }
+
+    /// The current snapshot, fetching first when the cache is due and the
+    /// deadline allows.
+    pub async fn current(&self, deadline: Instant) -> VersionsSnapshot {
+        let Ok(mut cache) = tokio::time::timeout_at(deadline, self.cache.lock()).await else {
+            // Another scrape is fetching; it will fill the cache for the next.
+            return VersionsSnapshot::default();
+        };
+
+        let now = Instant::now();
+        let fresh = cache
+            .good_at
+            .is_some_and(|at| now.duration_since(at) < self.config.cache_for);
+        let retried_recently = !cache.snapshot.last_fetch_ok
+            && cache
+                .attempted_at
+                .is_some_and(|at| now.duration_since(at) < self.retry_after);
+        if fresh || retried_recently {
+            return cache.snapshot.clone();
+        }
+
+        let fetch_deadline = deadline.min(now + self.config.timeout);
+        cache.attempted_at = Some(now);
+        match self.fetch(fetch_deadline).await {
+            Ok(version) => {
+                cache.good_at = Some(Instant::now());
+                cache.snapshot = VersionsSnapshot {
+                    latest: Some(version),
+                    fetched_at: Some(SystemTime::now()),
+                    last_fetch_ok: true,
+                    last_error: None,
+                };
+            }
+            Err(error) => {
+                tracing::info!(reason = error.reason(), %error, "versions document not fetched");
+                cache.snapshot.last_fetch_ok = false;
+                cache.snapshot.last_error = Some((error.reason(), error.to_string()));
+            }
+        }
+        cache.snapshot.clone()
+    }
+
+    async fn fetch(&self, deadline: Instant) -> Result<u64, FetchError> {
+        let work = async {
+            let mut response = self
+                .client
+                .get(&self.config.url)
+                .send()
+                .await
+                .map_err(|e| FetchError::Unreachable(e.to_string()))?;
+            let status = response.status().as_u16();
+            if !(200..300).contains(&status) {
+                return Err(FetchError::HttpStatus { status });
+            }
+
+            let limit = self.config.max_bytes;
+            let mut body = Vec::new();
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| FetchError::Unreachable(e.to_string()))?
+            {
+                if body.len() as u64 + chunk.len() as u64 > limit {
+                    return Err(FetchError::TooLarge { limit });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(parse::parse_versions_document(&body)?)
+        };
+        tokio::time::timeout_at(deadline, work)
+            .await
+            .unwrap_or(Err(FetchError::Timeout))
+    }
+}
+
+/// Versions behind: the newest published minus the one held, never below
+/// zero (an endpoint can briefly hold a version newer than a cached
+/// document).
+pub fn lag(latest: u64, held: u64) -> u64 {
+    latest.saturating_sub(held)
+}

@@ -1,0 +1,34 @@
+//! tetra-exporter: measures, step by step, whether this machine can update
+//! the TETRA antivirus definitions of Cisco Secure Endpoint, and renders what
+//! it measured as Prometheus metrics.
+//!
+//! Layout, one line per module:
+//!
+//! - [`config`]: the YAML configuration, its defaults and its validation.
+//! - [`probe`]: the probe chain, one module per step (dns, connect, tls,
+//!   download), run in order under one deadline.
+//! - [`connector`]: the connector's own files (`local.xml`).
+//! - [`definitions`]: the newest published definition version and the lag.
+//! - [`collect`]: runs probes on scrape, reuses recent results, single flight.
+//! - [`metrics`]: turns plain reports into metric families; every metric name
+//!   lives there.
+//! - [`web`]: the HTTP server, `/metrics` and the landing page.
+
+pub mod collect;
+pub mod config;
+pub mod connector;
+pub mod definitions;
+pub mod metrics;
+pub mod probe;
+pub mod web;
+
+/// The exporter's version, as built.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Installs the process-wide rustls crypto provider (ring). Idempotent:
+/// call it at the start of `main` and of every test binary, before any TLS
+/// client is built.
+pub fn install_crypto_provider() {
+    // An error only says a provider is installed already, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,350 @@
+//! Rendering a [`Snapshot`] as Prometheus metric families.
+//!
+//! Every metric name and label of the exporter is written in this file and
+//! nowhere else; the README's metric contract lists them. Rendering is a
+//! pure function of the snapshot: a fresh registry per scrape, so a server
+//! removed from the config or a file that stopped parsing leaves no stale
+//! series behind.
+//!
+//! Conventions: base units, points in time end in `_timestamp_seconds`,
+//! strings only in `_info` series, and states as label values with a fixed
+//! set of values.
+
+use std::sync::atomic::AtomicU64;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::collect::{ConnectorReading, Snapshot};
+use crate::connector::local_state::LastErrorMeaning;
+use crate::definitions;
+use crate::probe::{ProbeReport, Step};
+
+type Labels = Vec<(&'static str, String)>;
+type GaugeFamily = Family<Labels, Gauge<f64, AtomicU64>>;
+
+/// The two text formats a scraper may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 text.
+    OpenMetrics,
+    /// The classic Prometheus text format, version 0.0.4.
+    Prometheus,
+}
+
+impl Format {
+    /// Picks the format from an `Accept` header: OpenMetrics when the
+    /// scraper lists it, the classic format otherwise.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        match accept {
+            Some(accept) if accept.contains("application/openmetrics-text") => Format::OpenMetrics,
+            _ => Format::Prometheus,
+        }
+    }
+
+    /// The response's `Content-Type`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Prometheus => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        }
+    }
+}
+
+/// Collects families by name while rendering, then registers them in a
+/// fixed order.
+struct Families {
+    registry: Registry,
+}
+
+impl Families {
+    fn gauge(&mut self, name: &'static str, help: &'static str) -> GaugeFamily {
+        let family = GaugeFamily::default();
+        self.registry.register(name, help, family.clone());
+        family
+    }
+}
+
+fn set(family: &GaugeFamily, labels: Labels, value: f64) {
+    family.get_or_create(&labels).set(value);
+}
+
+fn seconds_since_epoch(time: SystemTime) -> f64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The build's version and source revision.
+pub fn build_labels() -> Labels {
+    vec![
+        ("version", crate::VERSION.to_string()),
+        (
+            "revision",
+            option_env!("TETRA_EXPORTER_REVISION")
+                .unwrap_or("unknown")
+                .to_string(),
+        ),
+    ]
+}
+
+/// Renders a snapshot into a fresh registry.
+pub fn render(snapshot: &Snapshot) -> Registry {
+    let mut f = Families {
+        registry: Registry::default(),
+    };
+
+    let build_info = f.gauge(
+        "tetra_exporter_build_info",
+        "Build of the exporter, always 1",
+    );
+    set(&build_info, build_labels(), 1.0);
+
+    render_probes(&mut f, &snapshot.reports);
+    render_connector(&mut f, snapshot);
+    f.registry
+}
+
+fn render_probes(f: &mut Families, reports: &[ProbeReport]) {
+    let success = f.gauge(
+        "tetra_probe_success",
+        "Whether every step of the update path passed",
+    );
+    let duration = f.gauge(
+        "tetra_probe_duration_seconds",
+        "Whole probe, from its start to the outcome of its last step",
+    );
+    let started = f.gauge(
+        "tetra_probe_started_timestamp_seconds",
+        "When the reported probe started; older than the scrape when a recent result was reused",
+    );
+    let step_duration = f.gauge(
+        "tetra_probe_step_duration_seconds",
+        "Duration of each step that ran, from its first network operation to its outcome",
+    );
+    let failed_step = f.gauge(
+        "tetra_probe_failed_step",
+        "1 on the first failing step, 0 on every other step",
+    );
+    let failure_info = f.gauge(
+        "tetra_probe_failure_info",
+        "The failing step's reason, from a fixed set; 1 when present",
+    );
+    let dns_addresses = f.gauge(
+        "tetra_dns_addresses",
+        "Addresses the update server's name resolved to",
+    );
+    let tls_success = f.gauge(
+        "tetra_tls_handshake_success",
+        "Whether the TLS handshake completed with a validated chain",
+    );
+    let not_after = f.gauge(
+        "tetra_tls_cert_not_after_timestamp_seconds",
+        "Expiry of each presented certificate, position 0 being the leaf",
+    );
+    let tls_info = f.gauge(
+        "tetra_tls_info",
+        "Negotiated TLS version and cipher and the leaf's issuer; version and cipher are empty when the handshake failed",
+    );
+    let http_status = f.gauge(
+        "tetra_download_http_status_code",
+        "HTTP status of the download's response",
+    );
+    let body_bytes = f.gauge(
+        "tetra_download_body_bytes",
+        "Body bytes read by the download step",
+    );
+
+    for report in reports {
+        let base = || -> Labels {
+            vec![
+                ("server", report.server.clone()),
+                ("route", report.route.as_str().to_string()),
+            ]
+        };
+        let with = |extra: &[(&'static str, &str)]| -> Labels {
+            let mut labels = base();
+            labels.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+            labels
+        };
+
+        set(&success, base(), if report.success() { 1.0 } else { 0.0 });
+        set(&duration, base(), report.duration.as_secs_f64());
+        set(&started, base(), seconds_since_epoch(report.started_at));
+
+        for timing in &report.steps {
+            set(
+                &step_duration,
+                with(&[("step", timing.step.as_str())]),
+                timing.duration.as_secs_f64(),
+            );
+        }
+
+        let failing = report.failure.as_ref().map(|failure| failure.step);
+        for step in Step::ALL {
+            let value = if failing == Some(step) { 1.0 } else { 0.0 };
+            set(&failed_step, with(&[("step", step.as_str())]), value);
+        }
+        if let Some(failure) = &report.failure {
+            set(
+                &failure_info,
+                with(&[("step", failure.step.as_str()), ("reason", failure.reason)]),
+                1.0,
+            );
+        }
+
+        if let Some(count) = report.dns_addresses {
+            set(
+                &dns_addresses,
+                vec![("server", report.server.clone())],
+                count as f64,
+            );
+        }
+
+        if let Some(tls) = &report.tls {
+            set(
+                &tls_success,
+                base(),
+                if tls.handshake_ok { 1.0 } else { 0.0 },
+            );
+            for (position, cert) in tls.chain.iter().enumerate() {
+                set(
+                    &not_after,
+                    with(&[("position", &position.to_string())]),
+                    cert.not_after as f64,
+                );
+            }
+            if let Some(leaf) = tls.chain.first() {
+                set(
+                    &tls_info,
+                    with(&[
+                        ("version", &tls.version),
+                        ("cipher", &tls.cipher),
+                        ("leaf_issuer", &leaf.issuer),
+                    ]),
+                    1.0,
+                );
+            }
+        }
+
+        if let Some(download) = &report.download {
+            if let Some(status) = download.status {
+                set(&http_status, base(), f64::from(status));
+            }
+            set(&body_bytes, base(), download.bytes as f64);
+        }
+    }
+}
+
+fn render_connector(f: &mut Families, snapshot: &Snapshot) {
+    let read_success = f.gauge(
+        "tetra_connector_state_read_success",
+        "Whether the connector's state file was read and parsed",
+    );
+    let mtime = f.gauge(
+        "tetra_connector_state_file_mtime_timestamp_seconds",
+        "Modification time of the connector's state file, set only after a successful parse",
+    );
+    let last_error_code = f.gauge(
+        "tetra_connector_last_error_code",
+        "The connector's last TETRA update error, raw unsigned value; 0 when none",
+    );
+    let last_error_info = f.gauge(
+        "tetra_connector_last_error_info",
+        "The connector's last TETRA update error and its meaning; 1 when present",
+    );
+    let held = f.gauge(
+        "tetra_definitions_version",
+        "The TETRA definition version the connector holds",
+    );
+    let latest = f.gauge(
+        "tetra_definitions_latest_version",
+        "The newest published TETRA definition version",
+    );
+    let lag = f.gauge(
+        "tetra_definitions_lag_versions",
+        "Published versions the connector is behind: newest minus held",
+    );
+    let latest_fetch = f.gauge(
+        "tetra_definitions_latest_fetch_success",
+        "Whether the last fetch of the published-versions document succeeded",
+    );
+    let latest_fetched_at = f.gauge(
+        "tetra_definitions_latest_fetch_timestamp_seconds",
+        "When the newest published version was last fetched successfully",
+    );
+
+    let mut held_version = None;
+    match &snapshot.connector {
+        ConnectorReading::Absent => {}
+        ConnectorReading::Failed { path, .. } => {
+            set(
+                &read_success,
+                vec![("file", path.display().to_string())],
+                0.0,
+            );
+        }
+        ConnectorReading::Read {
+            path,
+            state,
+            modified,
+        } => {
+            let file = || vec![("file", path.display().to_string())];
+            set(&read_success, file(), 1.0);
+            set(&mtime, file(), seconds_since_epoch(*modified));
+
+            let code = state.last_error;
+            set(&last_error_code, Vec::new(), f64::from(code));
+            set(
+                &last_error_info,
+                vec![
+                    ("code", code.to_string()),
+                    (
+                        "meaning",
+                        LastErrorMeaning::from_code(code).as_str().to_string(),
+                    ),
+                ],
+                1.0,
+            );
+            if let Some(version) = state.definitions_version {
+                set(&held, Vec::new(), version as f64);
+                held_version = Some(version);
+            }
+        }
+    }
+
+    if let Some(versions) = &snapshot.versions {
+        set(
+            &latest_fetch,
+            Vec::new(),
+            if versions.last_fetch_ok { 1.0 } else { 0.0 },
+        );
+        if let Some(at) = versions.fetched_at {
+            set(&latest_fetched_at, Vec::new(), seconds_since_epoch(at));
+        }
+        if let Some(newest) = versions.latest {
+            set(&latest, Vec::new(), newest as f64);
+            if let Some(held_version) = held_version {
+                set(
+                    &lag,
+                    Vec::new(),
+                    definitions::lag(newest, held_version) as f64,
+                );
+            }
+        }
+    }
+}
+
+/// Encodes a registry in the chosen text format.
+pub fn encode(registry: &Registry, format: Format) -> Result<String, std::fmt::Error> {
+    let mut out = String::new();
+    match format {
+        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, registry)?,
+        Format::Prometheus => {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, registry)?
+        }
+    }
+    Ok(out)
+}

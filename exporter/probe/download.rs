@@ -1,0 +1,149 @@
+//! The download step: does an HTTP GET over the validated TLS connection
+//! complete?
+//!
+//! One HTTP/1.1 request is sent on the connection the tls step opened (no
+//! new connection, no redirects followed), the status is kept, and the body
+//! is read up to a cap. The duration covers the request, the response head
+//! and the whole body. The body's content is not inspected: the connector's
+//! own definition files are not fetched, only the path the config names.
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+use super::{DownloadObservation, StepError};
+
+/// Why the download did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("server answered HTTP {status}")]
+    HttpStatus { status: u16 },
+    #[error("connection cut after {bytes} body bytes: {detail}")]
+    Interrupted { bytes: u64, detail: String },
+    #[error("no complete response before the deadline ({bytes} body bytes read)")]
+    Timeout { bytes: u64 },
+    #[error("body larger than the {limit}-byte cap")]
+    TooLarge { limit: u64 },
+}
+
+impl StepError for DownloadError {
+    fn reason(&self) -> &'static str {
+        match self {
+            DownloadError::HttpStatus { .. } => "http_status",
+            DownloadError::Interrupted { .. } => "interrupted",
+            DownloadError::Timeout { .. } => "timeout",
+            DownloadError::TooLarge { .. } => "too_large",
+        }
+    }
+}
+
+/// GETs `path` from `host` over `stream`.
+pub async fn download<S>(
+    stream: S,
+    host: &str,
+    path: &str,
+    valid_status_codes: &[u16],
+    max_bytes: u64,
+    deadline: Instant,
+) -> (Result<(), DownloadError>, DownloadObservation)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut observation = DownloadObservation::default();
+    let outcome = tokio::time::timeout_at(
+        deadline,
+        fetch(
+            stream,
+            host,
+            path,
+            valid_status_codes,
+            max_bytes,
+            &mut observation,
+        ),
+    )
+    .await;
+    // At the deadline the fetch is dropped; the observation it kept up to
+    // date still says how far it got.
+    let result = outcome.unwrap_or(Err(DownloadError::Timeout {
+        bytes: observation.bytes,
+    }));
+    (result, observation)
+}
+
+async fn fetch<S>(
+    stream: S,
+    host: &str,
+    path: &str,
+    valid_status_codes: &[u16],
+    max_bytes: u64,
+    observation: &mut DownloadObservation,
+) -> Result<(), DownloadError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let interrupted = |bytes, e: hyper::Error| DownloadError::Interrupted {
+        bytes,
+        detail: e.to_string(),
+    };
+
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| interrupted(0, e))?;
+    // The connection task ends when the response is complete or the step is
+    // dropped at its deadline.
+    let driver = tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "download connection ended with an error");
+        }
+    });
+
+    let request = http::Request::get(path)
+        .header(http::header::HOST, host)
+        .header(
+            http::header::USER_AGENT,
+            concat!("tetra-exporter/", env!("CARGO_PKG_VERSION")),
+        )
+        .header(http::header::ACCEPT, "*/*")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| DownloadError::Interrupted {
+            bytes: 0,
+            detail: e.to_string(),
+        })?;
+
+    let result = async {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| interrupted(0, e))?;
+        let status = response.status().as_u16();
+        observation.status = Some(status);
+
+        let accepted = if valid_status_codes.is_empty() {
+            (200..300).contains(&status)
+        } else {
+            valid_status_codes.contains(&status)
+        };
+        if !accepted {
+            return Err(DownloadError::HttpStatus { status });
+        }
+
+        let mut body = response.into_body();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| interrupted(observation.bytes, e))?;
+            if let Some(data) = frame.data_ref() {
+                observation.bytes += data.len() as u64;
+                if observation.bytes > max_bytes {
+                    return Err(DownloadError::TooLarge { limit: max_bytes });
+                }
+            }
+        }
+        tracing::debug!(status, bytes = observation.bytes, "download done");
+        Ok(())
+    }
+    .await;
+
+    driver.abort();
+    result
+}

@@ -1,0 +1,326 @@
+//! The probe chain: the connector's update path, measured one step at a time.
+//!
+//! A probe runs the steps of one route in order under one deadline and stops
+//! at the first that fails. The result is a plain [`ProbeReport`]: which steps
+//! ran, how long each took, the first failure and its bounded reason, and what
+//! was observed on the way (addresses, certificates, HTTP status). Rendering
+//! it as metrics is [`crate::metrics`]'s job, never a step's.
+//!
+//! Steps, in the order the connector meets them: `dns`, `connect`,
+//! `proxy_connect`, `proxy_auth`, `tls`, `revocation`, `download`. The
+//! direct route skips the two proxy steps. `revocation` and the proxy steps
+//! are part of the step list already so that metrics and alerts keep one
+//! shape; they are not measured yet and therefore never fail.
+
+pub mod connect;
+pub mod dns;
+pub mod download;
+pub mod tls;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::time::Instant as TokioInstant;
+use tracing::Instrument;
+
+use crate::config::{Config, ServerConfig};
+
+/// One step of the update path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    Dns,
+    Connect,
+    ProxyConnect,
+    ProxyAuth,
+    Tls,
+    Revocation,
+    Download,
+}
+
+impl Step {
+    /// Every step, in chain order; metrics list all of them on every probe.
+    pub const ALL: [Step; 7] = [
+        Step::Dns,
+        Step::Connect,
+        Step::ProxyConnect,
+        Step::ProxyAuth,
+        Step::Tls,
+        Step::Revocation,
+        Step::Download,
+    ];
+
+    /// The step's label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Dns => "dns",
+            Step::Connect => "connect",
+            Step::ProxyConnect => "proxy_connect",
+            Step::ProxyAuth => "proxy_auth",
+            Step::Tls => "tls",
+            Step::Revocation => "revocation",
+            Step::Download => "download",
+        }
+    }
+}
+
+/// The way the probe reaches the update server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// Straight from this machine to the update server.
+    Direct,
+}
+
+impl Route {
+    /// The route's label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Direct => "direct",
+        }
+    }
+}
+
+/// The first step that failed, why (a fixed snake_case reason, safe as a
+/// label) and a human-readable detail for logs and debug pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub step: Step,
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+/// A step that ran, and how long it took: from the moment the step began
+/// its first network operation to the moment its outcome was known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepTiming {
+    pub step: Step,
+    pub duration: Duration,
+}
+
+/// One presented certificate, as much of it as metrics and pages need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSummary {
+    /// The subject's common name, or the whole subject when there is none.
+    pub subject: String,
+    /// The issuer's common name, or the whole issuer when there is none.
+    pub issuer: String,
+    /// End of validity, seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+/// What the tls step saw.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsObservation {
+    /// Whether the handshake completed with a validated chain.
+    pub handshake_ok: bool,
+    /// Negotiated protocol, e.g. `TLS 1.3`; empty when the handshake failed.
+    pub version: String,
+    /// Negotiated cipher suite; empty when the handshake failed.
+    pub cipher: String,
+    /// The chain as the server presented it, leaf first, kept even when
+    /// validation failed.
+    pub chain: Vec<CertSummary>,
+}
+
+/// What the download step saw.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DownloadObservation {
+    /// HTTP status of the response, when one arrived.
+    pub status: Option<u16>,
+    /// Body bytes read (up to the cap).
+    pub bytes: u64,
+}
+
+/// The plain result of one probe of one server over one route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeReport {
+    pub server: String,
+    pub route: Route,
+    /// When the probe started, wall clock.
+    pub started_at: SystemTime,
+    /// The whole probe, from its start to its last step's outcome.
+    pub duration: Duration,
+    pub steps: Vec<StepTiming>,
+    pub failure: Option<Failure>,
+    /// Number of addresses the name resolved to, when the dns step ran.
+    pub dns_addresses: Option<usize>,
+    pub tls: Option<TlsObservation>,
+    pub download: Option<DownloadObservation>,
+}
+
+impl ProbeReport {
+    /// Whether every step of the route passed.
+    pub fn success(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
+/// What every probe shares: the configuration and what was built from it
+/// once at load (the trust store).
+pub struct ProbeContext {
+    pub config: Arc<Config>,
+    pub tls: tls::TlsContext,
+}
+
+impl ProbeContext {
+    /// Builds the shared parts; fails when a configured CA file is unusable.
+    pub fn new(config: Arc<Config>) -> Result<Self, tls::TlsSetupError> {
+        let tls = tls::TlsContext::new(&config.tls)?;
+        Ok(ProbeContext { config, tls })
+    }
+}
+
+/// Runs the direct chain for `server`, stopping at `deadline` at the latest.
+pub async fn probe_direct(
+    ctx: &ProbeContext,
+    server: &ServerConfig,
+    deadline: TokioInstant,
+) -> ProbeReport {
+    let span = tracing::info_span!("probe", server = %server.host, route = "direct");
+    run_direct(ctx, server, deadline).instrument(span).await
+}
+
+async fn run_direct(
+    ctx: &ProbeContext,
+    server: &ServerConfig,
+    deadline: TokioInstant,
+) -> ProbeReport {
+    let started = Instant::now();
+    let mut report = ProbeReport {
+        server: server.host.clone(),
+        route: Route::Direct,
+        started_at: SystemTime::now(),
+        duration: Duration::ZERO,
+        steps: Vec::new(),
+        failure: None,
+        dns_addresses: None,
+        tls: None,
+        download: None,
+    };
+
+    let mut run = ChainRun {
+        report: &mut report,
+    };
+
+    let addresses = run
+        .step(
+            Step::Dns,
+            dns::resolve(&server.host, ctx.config.dns_server(), deadline),
+        )
+        .await;
+    let Some(addresses) = addresses else {
+        return finish(report, started);
+    };
+    run.report.dns_addresses = Some(addresses.len());
+
+    let Some(tcp) = run
+        .step(
+            Step::Connect,
+            connect::connect(&addresses, server.port, deadline),
+        )
+        .await
+    else {
+        return finish(report, started);
+    };
+
+    let (tls_result, observation) = {
+        let began = Instant::now();
+        let (result, observation) = ctx.tls.handshake(tcp, &server.host, deadline).await;
+        run.record(Step::Tls, began.elapsed());
+        (result, observation)
+    };
+    run.report.tls = Some(observation);
+    let stream = match tls_result {
+        Ok(stream) => stream,
+        Err(error) => {
+            run.fail(Step::Tls, error.reason(), error.to_string());
+            return finish(report, started);
+        }
+    };
+
+    // Revocation is not measured yet; it takes no time and never fails.
+
+    let began = Instant::now();
+    let (result, observation) = download::download(
+        stream,
+        &server.host,
+        &server.path,
+        &server.valid_status_codes,
+        ctx.config.probe.download_max_bytes,
+        deadline,
+    )
+    .await;
+    run.record(Step::Download, began.elapsed());
+    run.report.download = Some(observation);
+    if let Err(error) = result {
+        run.fail(Step::Download, error.reason(), error.to_string());
+    }
+
+    finish(report, started)
+}
+
+fn finish(mut report: ProbeReport, started: Instant) -> ProbeReport {
+    report.duration = started.elapsed();
+    match &report.failure {
+        None => tracing::info!(
+            duration_ms = report.duration.as_millis() as u64,
+            "probe succeeded"
+        ),
+        // A failing update path is what the exporter measures, not an error
+        // of the exporter itself: it is logged at info.
+        Some(failure) => tracing::info!(
+            step = failure.step.as_str(),
+            reason = failure.reason,
+            detail = %failure.detail,
+            "probe failed"
+        ),
+    }
+    report
+}
+
+/// Records steps into a report as they run.
+struct ChainRun<'a> {
+    report: &'a mut ProbeReport,
+}
+
+/// A step's error: its fixed reason and a human-readable detail.
+pub trait StepError: std::fmt::Display {
+    fn reason(&self) -> &'static str;
+}
+
+impl ChainRun<'_> {
+    /// Runs one step, records its duration, and on failure records the
+    /// failure and returns `None`.
+    async fn step<T, E: StepError>(
+        &mut self,
+        step: Step,
+        future: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Option<T> {
+        let began = Instant::now();
+        let result = future.await;
+        self.record(step, began.elapsed());
+        match result {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.fail(step, error.reason(), error.to_string());
+                None
+            }
+        }
+    }
+
+    fn record(&mut self, step: Step, duration: Duration) {
+        tracing::debug!(
+            step = step.as_str(),
+            duration_ms = duration.as_millis() as u64,
+            "step done"
+        );
+        self.report.steps.push(StepTiming { step, duration });
+    }
+
+    fn fail(&mut self, step: Step, reason: &'static str, detail: String) {
+        self.report.failure = Some(Failure {
+            step,
+            reason,
+            detail,
+        });
+    }
+}
