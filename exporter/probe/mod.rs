@@ -119,6 +119,8 @@ pub struct TlsObservation {
     /// The chain as the server presented it, leaf first, kept even when
     /// validation failed.
     pub chain: Vec<CertSummary>,
+    /// The same chain in DER, for the revocation step.
+    pub chain_der: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// What the download step saw.

@@ -168,6 +168,7 @@ impl TlsContext {
 
         let presented = recorder.take();
         observation.chain = presented.iter().filter_map(|der| summarize(der)).collect();
+        observation.chain_der = presented.clone();
 
         let stream = match result {
             Err(_elapsed) => return (Err(TlsStepError::Timeout), observation),
