@@ -1,38 +1,47 @@
-//! Gathering everything one scrape shows: the probe of every configured
-//! server, the connector's state and the newest published version.
+//! Gathering everything one scrape shows: the connector's files, the probe
+//! of every target (server and route), and the newest published version.
 //!
 //! Probes run on scrape, not in the background, so a result is never older
 //! than the scrape interval. A result younger than `probe.min_interval` is
 //! served again instead of probing, and concurrent scrapes share one
-//! in-flight probe per server: two Prometheus servers scraping the same
+//! in-flight probe per target: two Prometheus servers scraping the same
 //! exporter do not double the traffic to the update server.
+//!
+//! The targets are planned on every scrape ([`crate::targets`]), because the
+//! connector's policy can change the update server and the proxy at any
+//! time; a target that leaves the plan leaves its cached result behind.
 //!
 //! Nothing here renders metrics; [`crate::metrics`] does that from the
 //! returned [`Snapshot`].
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::SystemTime;
 
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::config::{self, Config, ServerConfig};
+use crate::config::{self, Config};
 use crate::connector::local_state::{self, LocalState, LocalStateError};
+use crate::connector::policy::{self, Policy, PolicyError};
+use crate::connector::ReadError;
 use crate::definitions::{VersionsSnapshot, VersionsSource};
+use crate::probe::proxy::ProxySpec;
 use crate::probe::{self, ProbeContext, ProbeReport};
+use crate::targets::{self, Plan, Target};
 
-/// The outcome of reading the connector's `local.xml`.
+/// The outcome of reading one of the connector's files.
 #[derive(Debug, Clone)]
-pub enum ConnectorReading {
+pub enum FileReading<T> {
     /// No path was configured and the platform's default path holds no
-    /// file: this machine runs no connector, nothing is reported.
+    /// file: nothing is reported.
     Absent,
     /// The file was read and parsed.
     Read {
         path: PathBuf,
-        state: LocalState,
-        modified: SystemTime,
+        value: T,
+        modified: Option<SystemTime>,
     },
     /// The file could not be read or parsed; no value of it is presented.
     Failed {
@@ -42,11 +51,23 @@ pub enum ConnectorReading {
     },
 }
 
+impl<T> FileReading<T> {
+    /// The parsed value, when the read succeeded.
+    pub fn value(&self) -> Option<&T> {
+        match self {
+            FileReading::Read { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+}
+
 /// Everything one scrape shows.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub reports: Vec<ProbeReport>,
-    pub connector: ConnectorReading,
+    pub connector: FileReading<LocalState>,
+    pub policy: FileReading<Policy>,
+    pub plan: Plan,
     pub versions: Option<VersionsSnapshot>,
 }
 
@@ -59,9 +80,10 @@ pub enum SetupError {
     Versions(#[from] crate::definitions::FetchError),
 }
 
-struct ServerSlot {
-    server: ServerConfig,
-    /// Held while a probe of this server runs: the single flight.
+/// One target's cache and single flight.
+#[derive(Default)]
+struct Slot {
+    /// Held while a probe of this target runs.
     in_flight: Mutex<()>,
     /// The last report and when it completed.
     last: StdMutex<Option<(Instant, ProbeReport)>>,
@@ -70,8 +92,38 @@ struct ServerSlot {
 /// The exporter's long-lived state for one configuration.
 pub struct Exporter {
     ctx: Arc<ProbeContext>,
-    slots: Vec<ServerSlot>,
+    slots: StdMutex<HashMap<SlotKey, Arc<Slot>>>,
     versions: Option<VersionsSource>,
+}
+
+/// Identifies a target across scrapes: server, path and route with its
+/// proxy (credentials included, so that a changed password probes anew).
+type SlotKey = (
+    String,
+    u16,
+    String,
+    String,
+    Option<(String, u16, Option<String>)>,
+);
+
+fn slot_key(target: &Target) -> SlotKey {
+    let proxy = match &target.route {
+        probe::RouteSpec::Direct => None,
+        probe::RouteSpec::Proxy(spec) => Some((
+            spec.host.clone(),
+            spec.port,
+            spec.credentials
+                .as_ref()
+                .map(|(user, password)| format!("{user}\u{0}{}", password.expose())),
+        )),
+    };
+    (
+        target.server.host.clone(),
+        target.server.port,
+        target.server.path.clone(),
+        target.route.route().as_str().to_string(),
+        proxy,
+    )
 }
 
 impl Exporter {
@@ -79,15 +131,6 @@ impl Exporter {
     pub fn new(config: Config) -> Result<Self, SetupError> {
         let config = Arc::new(config);
         let ctx = Arc::new(ProbeContext::new(config.clone())?);
-        let slots = config
-            .servers
-            .iter()
-            .map(|server| ServerSlot {
-                server: server.clone(),
-                in_flight: Mutex::new(()),
-                last: StdMutex::new(None),
-            })
-            .collect();
         let versions = if config.versions.enabled {
             Some(VersionsSource::new(
                 config.versions.clone(),
@@ -98,7 +141,7 @@ impl Exporter {
         };
         Ok(Exporter {
             ctx,
-            slots,
+            slots: StdMutex::new(HashMap::new()),
             versions,
         })
     }
@@ -110,55 +153,87 @@ impl Exporter {
 
     /// Gathers a snapshot, finishing by `deadline`.
     pub async fn collect(&self, deadline: Instant) -> Snapshot {
+        let (connector, policy) = read_connector_files(&self.ctx.config).await;
+        let plan = targets::plan(&self.ctx.config, policy.value(), &targets::process_env);
+
+        let slots = self.slots_for(&plan.targets);
         let probes = futures_util::future::join_all(
-            self.slots
+            plan.targets
                 .iter()
-                .map(|slot| self.report_for(slot, deadline)),
+                .zip(slots)
+                .map(|(target, slot)| self.report_for(target, slot, deadline)),
         );
         let versions = async {
-            match &self.versions {
-                Some(source) => Some(source.current(deadline).await),
-                None => None,
-            }
+            let source = self.versions.as_ref()?;
+            let proxy = self.versions_proxy(policy.value());
+            Some(source.current(deadline, proxy.as_ref()).await)
         };
-        let connector = read_connector(&self.ctx.config);
 
-        let (reports, versions, connector) = tokio::join!(probes, versions, connector);
+        let (reports, versions) = tokio::join!(probes, versions);
         Snapshot {
             reports: reports.into_iter().flatten().collect(),
             connector,
+            policy,
+            plan,
             versions,
         }
     }
 
-    /// A fresh enough report for one server: the cached one, the one a
+    /// The versions document goes over the same route as the updates.
+    fn versions_proxy(&self, policy: Option<&Policy>) -> Option<ProxySpec> {
+        let host = url::Url::parse(&self.ctx.config.versions.url)
+            .ok()?
+            .host_str()?
+            .to_string();
+        targets::proxy_for(&self.ctx.config, policy, &targets::process_env, &host)
+    }
+
+    /// The slot of each target, created when new; slots of targets no
+    /// longer planned are dropped.
+    fn slots_for(&self, targets: &[Target]) -> Vec<Arc<Slot>> {
+        let Ok(mut slots) = self.slots.lock() else {
+            return targets.iter().map(|_| Arc::new(Slot::default())).collect();
+        };
+        let keys: Vec<SlotKey> = targets.iter().map(slot_key).collect();
+        slots.retain(|key, _| keys.contains(key));
+        keys.into_iter()
+            .map(|key| slots.entry(key).or_default().clone())
+            .collect()
+    }
+
+    /// A fresh enough report for one target: the cached one, the one a
     /// concurrent scrape is producing, or a new probe.
-    async fn report_for(&self, slot: &ServerSlot, deadline: Instant) -> Option<ProbeReport> {
+    async fn report_for(
+        &self,
+        target: &Target,
+        slot: Arc<Slot>,
+        deadline: Instant,
+    ) -> Option<ProbeReport> {
         let min_interval = self.ctx.config.probe.min_interval;
-        let fresh = |slot: &ServerSlot| -> Option<ProbeReport> {
+        let fresh = |slot: &Slot| -> Option<ProbeReport> {
             let last = slot.last.lock().ok()?;
             let (at, report) = last.as_ref()?;
             (at.elapsed() < min_interval).then(|| report.clone())
         };
-        let last_known = |slot: &ServerSlot| -> Option<ProbeReport> {
+        let last_known = |slot: &Slot| -> Option<ProbeReport> {
             let last = slot.last.lock().ok()?;
             last.as_ref().map(|(_, report)| report.clone())
         };
 
-        if let Some(report) = fresh(slot) {
+        if let Some(report) = fresh(&slot) {
             return Some(report);
         }
         let Ok(_guard) = tokio::time::timeout_at(deadline, slot.in_flight.lock()).await else {
             // A concurrent probe outlived this scrape's deadline: show the
             // last complete result rather than nothing.
-            return last_known(slot);
+            return last_known(&slot);
         };
-        if let Some(report) = fresh(slot) {
+        if let Some(report) = fresh(&slot) {
             return Some(report);
         }
 
         let probe_deadline = deadline.min(Instant::now() + self.ctx.config.probe.timeout);
-        let report = probe::probe_direct(&self.ctx, &slot.server, probe_deadline).await;
+        let report = probe::probe(&self.ctx, &target.server, &target.route, probe_deadline).await;
         if let Ok(mut last) = slot.last.lock() {
             *last = Some((Instant::now(), report.clone()));
         }
@@ -166,40 +241,71 @@ impl Exporter {
     }
 }
 
-async fn read_connector(config: &Config) -> ConnectorReading {
+/// Reads `local.xml` and `policy.xml` off the async threads.
+async fn read_connector_files(config: &Config) -> (FileReading<LocalState>, FileReading<Policy>) {
     if !config.connector.enabled {
-        return ConnectorReading::Absent;
+        return (FileReading::Absent, FileReading::Absent);
     }
-    let (path, explicit) = match &config.connector.local_state {
+    let (local_path, local_explicit) = match &config.connector.local_state {
         Some(path) => (path.clone(), true),
         None => (config::default_local_state_path(), false),
     };
+    let (policy_path, policy_explicit) = match &config.connector.policy {
+        Some(path) => (path.clone(), true),
+        None => (
+            local_path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("policy.xml"),
+            false,
+        ),
+    };
 
-    let read_path = path.clone();
+    let paths = (local_path.clone(), policy_path.clone());
     let result = tokio::task::spawn_blocking(move || {
-        local_state::read_local_state(&read_path, local_state::DEFAULT_MAX_BYTES)
+        (
+            local_state::read_local_state(&paths.0, local_state::DEFAULT_MAX_BYTES),
+            policy::read_policy(&paths.1),
+        )
     })
     .await;
-
-    match result {
-        Ok(Ok((state, modified))) => ConnectorReading::Read {
-            path,
-            state,
-            modified,
-        },
-        Ok(Err(LocalStateError::NotFound)) if !explicit => ConnectorReading::Absent,
-        Ok(Err(error)) => {
-            tracing::info!(path = %path.display(), reason = error.reason(), %error, "connector state not read");
-            ConnectorReading::Failed {
-                path,
-                reason: error.reason(),
-                detail: error.to_string(),
-            }
+    let (local, policy) = match result {
+        Ok(pair) => pair,
+        Err(join_error) => {
+            let detail = join_error.to_string();
+            return (
+                failed_read(local_path, "unreadable", detail.clone()),
+                failed_read(policy_path, "unreadable", detail),
+            );
         }
-        Err(join_error) => ConnectorReading::Failed {
-            path,
-            reason: "unreadable",
-            detail: join_error.to_string(),
+    };
+
+    let local = match local {
+        Ok((state, modified)) => FileReading::Read {
+            path: local_path,
+            value: state,
+            modified: Some(modified),
         },
+        Err(LocalStateError::NotFound) if !local_explicit => FileReading::Absent,
+        Err(error) => failed_read(local_path, error.reason(), error.to_string()),
+    };
+    let policy = match policy {
+        Ok(policy) => FileReading::Read {
+            path: policy_path,
+            value: policy,
+            modified: None,
+        },
+        Err(PolicyError::Read(ReadError::NotFound)) if !policy_explicit => FileReading::Absent,
+        Err(error) => failed_read(policy_path, error.reason(), error.to_string()),
+    };
+    (local, policy)
+}
+
+fn failed_read<T>(path: PathBuf, reason: &'static str, detail: String) -> FileReading<T> {
+    tracing::info!(path = %path.display(), reason, %detail, "connector file not read");
+    FileReading::Failed {
+        path,
+        reason,
+        detail,
     }
 }

@@ -16,15 +16,19 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::secret::Secret;
+
 /// The embedded default, used when no `--config.file` is given.
 ///
-/// It probes the North American update server directly, reads the
-/// connector's `local.xml` at the platform's default path when that file
-/// exists, and takes the newest version from Cisco's public document.
-pub const DEFAULT_CONFIG: &str = r#"
-servers:
-  - host: tetra-defs.amp.cisco.com
-"#;
+/// It names no server: the exporter then probes the update server and proxy
+/// that the connector's `policy.xml` names, or, without a policy, the North
+/// American update server ([`FALLBACK_UPDATE_SERVER`]) directly. It reads
+/// the connector's files at the platform's default paths when they exist,
+/// and takes the newest version from Cisco's public document.
+pub const DEFAULT_CONFIG: &str = "{}\n";
+
+/// The update server probed when neither the config nor a policy names one.
+pub const FALLBACK_UPDATE_SERVER: &str = "tetra-defs.amp.cisco.com";
 
 /// A configuration that failed to load or validate. The message names the
 /// field and never contains a secret.
@@ -59,9 +63,13 @@ pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Update servers to probe, each with its own chain.
+    /// Update servers to probe, each with its own chain. When empty, the
+    /// policy's update server is probed, or [`FALLBACK_UPDATE_SERVER`].
     #[serde(default)]
     pub servers: Vec<ServerConfig>,
+    /// The proxy route.
+    #[serde(default)]
+    pub proxy: ProxyConfig,
     /// How names are resolved.
     #[serde(default)]
     pub dns: DnsConfig,
@@ -80,7 +88,7 @@ pub struct Config {
 }
 
 /// One update server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Host name (or IP literal) as the connector uses it; also the TLS
@@ -136,6 +144,61 @@ pub struct ProbeConfig {
     pub download_max_bytes: u64,
 }
 
+/// Where the proxy comes from and how it is used.
+///
+/// The proxy is taken from the first of: `url` here; the connector's
+/// `policy.xml` (when `from_policy`); the `HTTPS_PROXY` environment variable
+/// honouring `NO_PROXY` (when `from_environment`). A password set here (in
+/// any of its three forms) wins over the policy's, which may be obfuscated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// `http://HOST:PORT` of an HTTP proxy, without credentials.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// User name for Basic authentication.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The password, inline. Prefer `password_file` or `password_env`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// A file holding the password (a trailing newline is ignored).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// An environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Also probe the direct route when a proxy is in use.
+    #[serde(default)]
+    pub compare_direct: bool,
+    /// Take the proxy from the connector's policy when `url` is absent.
+    #[serde(default = "default_true")]
+    pub from_policy: bool,
+    /// Take the proxy from `HTTPS_PROXY`/`NO_PROXY` when neither `url` nor
+    /// the policy names one.
+    #[serde(default = "default_true")]
+    pub from_environment: bool,
+    /// The password, read once at load from whichever form was given.
+    #[serde(skip)]
+    pub resolved_password: Option<Secret>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            url: None,
+            username: None,
+            password: None,
+            password_file: None,
+            password_env: None,
+            compare_direct: false,
+            from_policy: true,
+            from_environment: true,
+            resolved_password: None,
+        }
+    }
+}
+
 /// The connector's files.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -144,6 +207,10 @@ pub struct ConnectorConfig {
     /// if the file exists there, and nothing is reported if it does not.
     #[serde(default)]
     pub local_state: Option<PathBuf>,
+    /// Path of `policy.xml`. When absent, `policy.xml` beside `local.xml` is
+    /// read if it exists.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
     /// Set to false to never read the connector's files (a central
     /// exporter that only probes).
     #[serde(default = "default_true")]
@@ -251,10 +318,19 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
 impl Config {
     /// Parses and validates a YAML document.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
-        let config: Config =
+        let mut config: Config =
             serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
         config.validate()?;
+        config.proxy.resolved_password = config.proxy.read_password()?;
         Ok(config)
+    }
+
+    /// The configured proxy as host and port, when `proxy.url` is set.
+    pub fn proxy_address(&self) -> Option<(String, u16)> {
+        self.proxy
+            .url
+            .as_deref()
+            .and_then(|u| parse_proxy_url(u).ok())
     }
 
     /// The DNS server to ask instead of the system resolver, already parsed.
@@ -263,12 +339,6 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.servers.is_empty() {
-            return Err(ConfigError::invalid(
-                "servers",
-                "at least one server is needed",
-            ));
-        }
         for (i, server) in self.servers.iter().enumerate() {
             let field = |name: &str| format!("servers[{i}].{name}");
             let odd = server.host.trim().is_empty() || server.host.contains(['/', ' ', ':']);
@@ -309,6 +379,23 @@ impl Config {
                     format!("{}:{} is listed twice", server.host, server.port),
                 ));
             }
+        }
+
+        if let Some(url) = &self.proxy.url {
+            if let Err(message) = parse_proxy_url(url) {
+                return Err(ConfigError::invalid("proxy.url", message));
+            }
+        }
+        let password_forms = [
+            self.proxy.password.is_some(),
+            self.proxy.password_file.is_some(),
+            self.proxy.password_env.is_some(),
+        ];
+        if password_forms.iter().filter(|set| **set).count() > 1 {
+            return Err(ConfigError::invalid(
+                "proxy.password",
+                "give only one of password, password_file and password_env",
+            ));
         }
 
         if let Some(server) = &self.dns.server {
@@ -362,6 +449,62 @@ impl Config {
     }
 }
 
+impl ProxyConfig {
+    /// Reads the password from whichever form was given, once, at load.
+    fn read_password(&self) -> Result<Option<Secret>, ConfigError> {
+        if let Some(password) = &self.password {
+            return Ok(Some(password.clone()));
+        }
+        if let Some(path) = &self.password_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::invalid(
+                    "proxy.password_file",
+                    format!("cannot read {}: {}", path.display(), e.kind()),
+                )
+            })?;
+            let trimmed = text.strip_suffix('\n').unwrap_or(&text);
+            let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+            return Ok(Some(Secret::new(trimmed)));
+        }
+        if let Some(name) = &self.password_env {
+            return match std::env::var(name) {
+                Ok(value) => Ok(Some(Secret::new(value))),
+                Err(_) => Err(ConfigError::invalid(
+                    "proxy.password_env",
+                    format!("the environment variable {name} is not set"),
+                )),
+            };
+        }
+        Ok(None)
+    }
+}
+
+/// Parses `http://HOST[:PORT]` into host and port (80 when absent). The URL
+/// must not carry credentials: those belong in `username` and a password
+/// field, where they are kept out of logs.
+pub fn parse_proxy_url(text: &str) -> Result<(String, u16), String> {
+    let url = url::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+    if url.scheme() != "http" {
+        return Err(format!(
+            "scheme {:?} is not supported: only http:// proxies are",
+            url.scheme()
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "credentials do not belong in the URL: use proxy.username and \
+                    proxy.password_file"
+                .to_string(),
+        );
+    }
+    let host = match url.host() {
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        Some(host) => host.to_string(),
+        None => return Err("no host".to_string()),
+    };
+    Ok((host, url.port_or_known_default().unwrap_or(80)))
+}
+
 fn parse_dns_server(text: &str) -> Option<SocketAddr> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Some(addr);
@@ -389,9 +532,11 @@ mod tests {
     #[test]
     fn embedded_default_loads() {
         let config = load(None).expect("default config");
-        assert_eq!(config.servers.len(), 1);
-        assert_eq!(config.servers[0].host, "tetra-defs.amp.cisco.com");
-        assert_eq!(config.servers[0].port, 443);
+        assert!(
+            config.servers.is_empty(),
+            "servers come from the policy or the fallback"
+        );
+        assert!(config.proxy.from_policy && config.proxy.from_environment);
         assert_eq!(config.versions.cache_for, Duration::from_secs(900));
         assert!(config.connector.local_state.is_none());
     }
@@ -415,7 +560,18 @@ mod tests {
     #[test]
     fn invalid_configs_name_their_field() {
         let cases = [
-            ("servers: []", "servers"),
+            ("proxy: {url: 'https://p.example:3128'}", "proxy.url"),
+            ("proxy: {url: 'http://u:pw@p.example:3128'}", "proxy.url"),
+            ("proxy: {url: 'not a url'}", "proxy.url"),
+            ("proxy: {password: a, password_env: B}", "proxy.password"),
+            (
+                "proxy: {password_env: TETRA_TEST_SURELY_UNSET_VARIABLE}",
+                "proxy.password_env",
+            ),
+            (
+                "proxy: {password_file: /nonexistent/pw}",
+                "proxy.password_file",
+            ),
             ("servers: [{host: a, port: 0}]", "servers[0].port"),
             ("servers: [{host: a, path: nope}]", "servers[0].path"),
             ("servers: [{host: 'a b'}]", "servers[0].host"),
@@ -444,6 +600,31 @@ mod tests {
                 "{yaml:?} gave {message:?}, which does not name {field}"
             );
         }
+    }
+
+    #[test]
+    fn proxy_password_forms() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "s3cret\n").expect("write");
+        let yaml = format!(
+            "proxy: {{url: 'http://p.example', password_file: '{}'}}",
+            path.display()
+        );
+        let config = Config::from_yaml(&yaml).expect("valid");
+        assert_eq!(
+            config.proxy.resolved_password.as_ref().map(Secret::expose),
+            Some("s3cret")
+        );
+        assert_eq!(config.proxy_address(), Some(("p.example".to_string(), 80)));
+        assert!(!format!("{config:?}").contains("s3cret"));
+
+        let config = Config::from_yaml("proxy: {password: inline-pw}").expect("valid");
+        assert_eq!(
+            config.proxy.resolved_password.as_ref().map(Secret::expose),
+            Some("inline-pw")
+        );
+        assert!(!format!("{config:?}").contains("inline-pw"));
     }
 
     #[test]

@@ -5,11 +5,14 @@
 //! Layout, one line per module:
 //!
 //! - [`config`]: the YAML configuration, its defaults and its validation.
-//! - [`probe`]: the probe chain, one module per step (dns, connect, tls,
-//!   download), run in order under one deadline.
-//! - [`connector`]: the connector's own files (`local.xml`).
+//! - [`probe`]: the probe chain, one module per step (dns, connect, proxy,
+//!   tls, download), run in order under one deadline.
+//! - [`connector`]: the connector's own files (`local.xml`, `policy.xml`).
 //! - [`definitions`]: the newest published definition version and the lag.
+//! - [`targets`]: which servers to probe over which route (config, policy,
+//!   environment).
 //! - [`collect`]: runs probes on scrape, reuses recent results, single flight.
+//! - [`secret`]: values kept out of logs, metrics and pages.
 //! - [`metrics`]: turns plain reports into metric families; every metric name
 //!   lives there.
 //! - [`web`]: the HTTP server, `/metrics` and the landing page.
@@ -20,6 +23,8 @@ pub mod connector;
 pub mod definitions;
 pub mod metrics;
 pub mod probe;
+pub mod secret;
+pub mod targets;
 pub mod web;
 
 /// The exporter's version, as built.

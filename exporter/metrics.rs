@@ -17,7 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::collect::{ConnectorReading, Snapshot};
+use crate::collect::{FileReading, Snapshot};
 use crate::connector::local_state::LastErrorMeaning;
 use crate::definitions;
 use crate::probe::{ProbeReport, Step};
@@ -103,6 +103,7 @@ pub fn render(snapshot: &Snapshot) -> Registry {
     set(&build_info, build_labels(), 1.0);
 
     render_probes(&mut f, &snapshot.reports);
+    render_proxies(&mut f, snapshot);
     render_connector(&mut f, snapshot);
     f.registry
 }
@@ -238,10 +239,74 @@ fn render_probes(f: &mut Families, reports: &[ProbeReport]) {
     }
 }
 
+/// The path of a file that was (or failed to be) read, and whether it was.
+fn file_outcome<T>(reading: &FileReading<T>) -> Option<(String, bool)> {
+    match reading {
+        FileReading::Absent => None,
+        FileReading::Read { path, .. } => Some((path.display().to_string(), true)),
+        FileReading::Failed { path, .. } => Some((path.display().to_string(), false)),
+    }
+}
+
+fn render_proxies(f: &mut Families, snapshot: &Snapshot) {
+    let connect_success = f.gauge(
+        "tetra_proxy_connect_success",
+        "Whether TCP to the proxy was opened",
+    );
+    let status = f.gauge(
+        "tetra_proxy_connect_status_code",
+        "HTTP status of the proxy's answer to CONNECT",
+    );
+    let error_code = f.gauge(
+        "tetra_proxy_error_code",
+        "The connector's error code for what the probe saw through the proxy; 0 when none",
+    );
+    let info = f.gauge(
+        "tetra_proxy_info",
+        "The proxy in use, where its setting came from and the authentication sent; 1",
+    );
+
+    for proxy in &snapshot.plan.proxies {
+        set(
+            &info,
+            vec![
+                ("proxy", proxy.label()),
+                ("source", proxy.source.as_str().to_string()),
+                ("auth", proxy.auth().to_string()),
+            ],
+            1.0,
+        );
+    }
+    for report in &snapshot.reports {
+        let Some(observation) = &report.proxy else {
+            continue;
+        };
+        let labels = || {
+            vec![
+                ("server", report.server.clone()),
+                ("proxy", observation.proxy.clone()),
+            ]
+        };
+        set(
+            &connect_success,
+            labels(),
+            if observation.connect_ok { 1.0 } else { 0.0 },
+        );
+        if let Some(code) = observation.status {
+            set(&status, labels(), f64::from(code));
+        }
+        set(&error_code, labels(), f64::from(observation.connector_code));
+    }
+}
+
 fn render_connector(f: &mut Families, snapshot: &Snapshot) {
     let read_success = f.gauge(
         "tetra_connector_state_read_success",
-        "Whether the connector's state file was read and parsed",
+        "Whether the connector's file (local.xml, policy.xml) was read and parsed",
+    );
+    let definitions_enabled = f.gauge(
+        "tetra_definitions_enabled",
+        "Whether TETRA and its updater are enabled in the connector's policy",
     );
     let mtime = f.gauge(
         "tetra_connector_state_file_mtime_timestamp_seconds",
@@ -277,23 +342,37 @@ fn render_connector(f: &mut Families, snapshot: &Snapshot) {
     );
 
     let mut held_version = None;
+    for (path, ok) in [
+        file_outcome(&snapshot.connector),
+        file_outcome(&snapshot.policy),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        set(
+            &read_success,
+            vec![("file", path)],
+            if ok { 1.0 } else { 0.0 },
+        );
+    }
+    if let Some(enabled) = snapshot.plan.definitions_enabled {
+        set(
+            &definitions_enabled,
+            Vec::new(),
+            if enabled { 1.0 } else { 0.0 },
+        );
+    }
     match &snapshot.connector {
-        ConnectorReading::Absent => {}
-        ConnectorReading::Failed { path, .. } => {
-            set(
-                &read_success,
-                vec![("file", path.display().to_string())],
-                0.0,
-            );
-        }
-        ConnectorReading::Read {
+        FileReading::Absent | FileReading::Failed { .. } => {}
+        FileReading::Read {
             path,
-            state,
+            value: state,
             modified,
         } => {
             let file = || vec![("file", path.display().to_string())];
-            set(&read_success, file(), 1.0);
-            set(&mtime, file(), seconds_since_epoch(*modified));
+            if let Some(modified) = modified {
+                set(&mtime, file(), seconds_since_epoch(*modified));
+            }
 
             let code = state.last_error;
             set(&last_error_code, Vec::new(), f64::from(code));

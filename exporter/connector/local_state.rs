@@ -15,8 +15,6 @@
 //! [`reason`]: LocalStateError::reason
 
 use std::borrow::Cow;
-use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -92,25 +90,14 @@ pub fn read_local_state(
     path: &Path,
     max_bytes: u64,
 ) -> Result<(LocalState, SystemTime), LocalStateError> {
-    let file = File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => LocalStateError::NotFound,
-        _ => LocalStateError::Unreadable(e),
+    let (bytes, modified) = super::read_capped(path, max_bytes).map_err(|e| match e {
+        super::ReadError::NotFound => LocalStateError::NotFound,
+        super::ReadError::Unreadable(e) => LocalStateError::Unreadable(e),
+        super::ReadError::NotAFile => {
+            LocalStateError::Unreadable(std::io::Error::other("not a regular file"))
+        }
+        super::ReadError::TooLarge { limit } => LocalStateError::TooLarge { limit },
     })?;
-    // The mtime comes from the handle that is read, so it belongs to the same
-    // file even if the connector replaces it in the meantime.
-    let modified = file
-        .metadata()
-        .and_then(|m| m.modified())
-        .map_err(LocalStateError::Unreadable)?;
-    // One byte past the cap is enough to tell "too large" from "exactly at
-    // the cap" without reading the rest.
-    let mut bytes = Vec::new();
-    file.take(max_bytes.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(LocalStateError::Unreadable)?;
-    if u64::try_from(bytes.len()).map_or(true, |len| len > max_bytes) {
-        return Err(LocalStateError::TooLarge { limit: max_bytes });
-    }
     Ok((parse_local_state(&bytes)?, modified))
 }
 
@@ -172,7 +159,7 @@ impl LastErrorMeaning {
 /// says. The declaration's `encoding` is deliberately not consulted: after
 /// decoding, the parser sees a Rust string, and the mark is what Windows
 /// writers actually get right.
-fn decode(bytes: &[u8]) -> Result<Cow<'_, str>, LocalStateError> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<Cow<'_, str>, LocalStateError> {
     let (encoding, bom_len) =
         encoding_rs::Encoding::for_bom(bytes).unwrap_or((encoding_rs::UTF_8, 0));
     let body = bytes.get(bom_len..).unwrap_or_default();

@@ -1,9 +1,10 @@
 //! The newest published definition version, fetched from the public
 //! versions document and cached.
 //!
-//! The document is fetched over plain HTTP(S) with a deadline and a size
-//! cap, directly (environment proxy variables are ignored, so that the
-//! measurement does not depend on the shell the exporter was started from).
+//! The document is fetched over HTTP(S) with a deadline and a size cap, over
+//! the same route as the update probes: through the proxy when one is in
+//! use, directly otherwise. reqwest's own reading of proxy variables is
+//! switched off; the route comes from [`crate::targets`].
 //! A good answer is reused for `versions.cache_for`; after a failed fetch
 //! the last good version is still served (versions only grow, so the lag
 //! computed from it is a lower bound) and the failure is reported beside it.
@@ -20,6 +21,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::config::VersionsConfig;
+use crate::probe::proxy::ProxySpec;
 
 /// Why the versions document could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -73,31 +75,42 @@ struct Cache {
 pub struct VersionsSource {
     config: VersionsConfig,
     retry_after: Duration,
-    client: reqwest::Client,
     cache: Mutex<Cache>,
 }
 
 impl VersionsSource {
-    /// Builds the HTTP client once. `retry_after` bounds how often a failed
-    /// fetch is tried again.
+    /// `retry_after` bounds how often a failed fetch is tried again.
     pub fn new(config: VersionsConfig, retry_after: Duration) -> Result<Self, FetchError> {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::limited(3))
-            .user_agent(concat!("tetra-exporter/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| FetchError::Unreachable(e.to_string()))?;
         Ok(VersionsSource {
             config,
             retry_after,
-            client,
             cache: Mutex::new(Cache::default()),
         })
     }
 
-    /// The current snapshot, fetching first when the cache is due and the
-    /// deadline allows.
-    pub async fn current(&self, deadline: Instant) -> VersionsSnapshot {
+    /// The HTTP client for one fetch over the given route. Built per fetch:
+    /// fetches are minutes apart and the route can change between them.
+    fn client(&self, proxy: Option<&ProxySpec>) -> Result<reqwest::Client, FetchError> {
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .user_agent(concat!("tetra-exporter/", env!("CARGO_PKG_VERSION")));
+        if let Some(spec) = proxy {
+            let mut proxy = reqwest::Proxy::all(format!("http://{}", spec.label()))
+                .map_err(|e| FetchError::Unreachable(e.to_string()))?;
+            if let Some((user, password)) = &spec.credentials {
+                proxy = proxy.basic_auth(user, password.expose());
+            }
+            builder = builder.proxy(proxy);
+        }
+        builder
+            .build()
+            .map_err(|e| FetchError::Unreachable(e.to_string()))
+    }
+
+    /// The current snapshot, fetching first (over `proxy` when given) when
+    /// the cache is due and the deadline allows.
+    pub async fn current(&self, deadline: Instant, proxy: Option<&ProxySpec>) -> VersionsSnapshot {
         let Ok(mut cache) = tokio::time::timeout_at(deadline, self.cache.lock()).await else {
             // Another scrape is fetching; it will fill the cache for the next.
             return VersionsSnapshot::default();
@@ -117,7 +130,7 @@ impl VersionsSource {
 
         let fetch_deadline = deadline.min(now + self.config.timeout);
         cache.attempted_at = Some(now);
-        match self.fetch(fetch_deadline).await {
+        match self.fetch(fetch_deadline, proxy).await {
             Ok(version) => {
                 cache.good_at = Some(Instant::now());
                 cache.snapshot = VersionsSnapshot {
@@ -136,10 +149,10 @@ impl VersionsSource {
         cache.snapshot.clone()
     }
 
-    async fn fetch(&self, deadline: Instant) -> Result<u64, FetchError> {
+    async fn fetch(&self, deadline: Instant, proxy: Option<&ProxySpec>) -> Result<u64, FetchError> {
+        let client = self.client(proxy)?;
         let work = async {
-            let mut response = self
-                .client
+            let mut response = client
                 .get(&self.config.url)
                 .send()
                 .await

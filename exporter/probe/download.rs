@@ -26,6 +26,8 @@ pub enum DownloadError {
     Timeout { bytes: u64 },
     #[error("body larger than the {limit}-byte cap")]
     TooLarge { limit: u64 },
+    #[error("the proxy refused the tunnel (HTTP {status})")]
+    TunnelRefused { status: u16 },
 }
 
 impl StepError for DownloadError {
@@ -35,6 +37,7 @@ impl StepError for DownloadError {
             DownloadError::Interrupted { .. } => "interrupted",
             DownloadError::Timeout { .. } => "timeout",
             DownloadError::TooLarge { .. } => "too_large",
+            DownloadError::TunnelRefused { .. } => "tunnel_refused",
         }
     }
 }

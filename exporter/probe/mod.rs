@@ -8,13 +8,15 @@
 //!
 //! Steps, in the order the connector meets them: `dns`, `connect`,
 //! `proxy_connect`, `proxy_auth`, `tls`, `revocation`, `download`. The
-//! direct route skips the two proxy steps. `revocation` and the proxy steps
-//! are part of the step list already so that metrics and alerts keep one
-//! shape; they are not measured yet and therefore never fail.
+//! direct route skips the two proxy steps; the proxy route skips `dns` and
+//! `connect`, since the proxy resolves and connects to the update server
+//! itself. `revocation` is part of the step list already so that metrics and
+//! alerts keep one shape; it is not measured yet and therefore never fails.
 
 pub mod connect;
 pub mod dns;
 pub mod download;
+pub mod proxy;
 pub mod tls;
 
 use std::sync::Arc;
@@ -68,6 +70,8 @@ impl Step {
 pub enum Route {
     /// Straight from this machine to the update server.
     Direct,
+    /// Through an HTTP proxy's `CONNECT` tunnel.
+    Proxy,
 }
 
 impl Route {
@@ -75,8 +79,52 @@ impl Route {
     pub fn as_str(self) -> &'static str {
         match self {
             Route::Direct => "direct",
+            Route::Proxy => "proxy",
         }
     }
+}
+
+/// A route with what it needs: the proxy, for the proxy route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteSpec {
+    Direct,
+    Proxy(proxy::ProxySpec),
+}
+
+impl RouteSpec {
+    /// The route's kind.
+    pub fn route(&self) -> Route {
+        match self {
+            RouteSpec::Direct => Route::Direct,
+            RouteSpec::Proxy(_) => Route::Proxy,
+        }
+    }
+}
+
+/// The connector's own error codes for a failure on the proxy route
+/// (`lasterror` in `local.xml`), so that the exporter's observation can be
+/// held against the connector's.
+pub mod connector_codes {
+    /// Could not connect to the proxy (-2103 as signed).
+    pub const PROXY_UNREACHABLE: u32 = 4294965193;
+    /// Could not authenticate to the proxy (-2100 as signed).
+    pub const PROXY_AUTH_FAILED: u32 = 4294965196;
+    /// Connected to the proxy but the download failed (-2109 as signed).
+    pub const PROXY_DOWNLOAD_FAILED: u32 = 4294965187;
+}
+
+/// What the proxy steps saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyObservation {
+    /// The proxy's `HOST:PORT`.
+    pub proxy: String,
+    /// Whether TCP to the proxy was opened.
+    pub connect_ok: bool,
+    /// The status of the proxy's answer to `CONNECT`, when one arrived.
+    pub status: Option<u16>,
+    /// The code the connector would record for what was seen; 0 when the
+    /// whole route worked.
+    pub connector_code: u32,
 }
 
 /// The first step that failed, why (a fixed snake_case reason, safe as a
@@ -147,6 +195,8 @@ pub struct ProbeReport {
     pub dns_addresses: Option<usize>,
     pub tls: Option<TlsObservation>,
     pub download: Option<DownloadObservation>,
+    /// What the proxy steps saw, on the proxy route.
+    pub proxy: Option<ProxyObservation>,
 }
 
 impl ProbeReport {
@@ -171,25 +221,32 @@ impl ProbeContext {
     }
 }
 
-/// Runs the direct chain for `server`, stopping at `deadline` at the latest.
-pub async fn probe_direct(
+/// Runs the chain for `server` over `route`, stopping at `deadline` at the
+/// latest.
+pub async fn probe(
     ctx: &ProbeContext,
     server: &ServerConfig,
+    route: &RouteSpec,
     deadline: TokioInstant,
 ) -> ProbeReport {
-    let span = tracing::info_span!("probe", server = %server.host, route = "direct");
-    run_direct(ctx, server, deadline).instrument(span).await
+    let span = tracing::info_span!(
+        "probe",
+        server = %server.host,
+        route = route.route().as_str()
+    );
+    run(ctx, server, route, deadline).instrument(span).await
 }
 
-async fn run_direct(
+async fn run(
     ctx: &ProbeContext,
     server: &ServerConfig,
+    route: &RouteSpec,
     deadline: TokioInstant,
 ) -> ProbeReport {
     let started = Instant::now();
     let mut report = ProbeReport {
         server: server.host.clone(),
-        route: Route::Direct,
+        route: route.route(),
         started_at: SystemTime::now(),
         duration: Duration::ZERO,
         steps: Vec::new(),
@@ -197,67 +254,42 @@ async fn run_direct(
         dns_addresses: None,
         tls: None,
         download: None,
+        proxy: None,
     };
-
     let mut run = ChainRun {
         report: &mut report,
     };
 
-    let addresses = run
-        .step(
-            Step::Dns,
-            dns::resolve(&server.host, ctx.config.dns_server(), deadline),
-        )
-        .await;
-    let Some(addresses) = addresses else {
-        return finish(report, started);
-    };
-    run.report.dns_addresses = Some(addresses.len());
-
-    let Some(tcp) = run
-        .step(
-            Step::Connect,
-            connect::connect(&addresses, server.port, deadline),
-        )
-        .await
-    else {
-        return finish(report, started);
-    };
-
-    let (tls_result, observation) = {
-        let began = Instant::now();
-        let (result, observation) = ctx.tls.handshake(tcp, &server.host, deadline).await;
-        run.record(Step::Tls, began.elapsed());
-        (result, observation)
-    };
-    run.report.tls = Some(observation);
-    let stream = match tls_result {
-        Ok(stream) => stream,
-        Err(error) => {
-            run.fail(Step::Tls, error.reason(), error.to_string());
-            return finish(report, started);
+    match route {
+        RouteSpec::Direct => {
+            if let Some(tcp) = run.direct_socket(ctx, server, deadline).await {
+                run.through_tls(ctx, server, tcp, deadline).await;
+            }
         }
-    };
-
-    // Revocation is not measured yet; it takes no time and never fails.
-
-    let began = Instant::now();
-    let (result, observation) = download::download(
-        stream,
-        &server.host,
-        &server.path,
-        &server.valid_status_codes,
-        ctx.config.probe.download_max_bytes,
-        deadline,
-    )
-    .await;
-    run.record(Step::Download, began.elapsed());
-    run.report.download = Some(observation);
-    if let Err(error) = result {
-        run.fail(Step::Download, error.reason(), error.to_string());
+        RouteSpec::Proxy(proxy) => {
+            if let Some(tunnel) = run.proxy_tunnel(ctx, server, proxy, deadline).await {
+                run.through_tls(ctx, server, tunnel, deadline).await;
+            }
+            let code = proxy_connector_code(run.report.failure.as_ref());
+            if let Some(observation) = run.report.proxy.as_mut() {
+                observation.connector_code = code;
+            }
+        }
     }
 
     finish(report, started)
+}
+
+/// The connector's code for the first failure on the proxy route.
+fn proxy_connector_code(failure: Option<&Failure>) -> u32 {
+    match failure.map(|f| f.step) {
+        None => 0,
+        Some(Step::ProxyConnect) => connector_codes::PROXY_UNREACHABLE,
+        Some(Step::ProxyAuth) => connector_codes::PROXY_AUTH_FAILED,
+        // Past the proxy's answer, whatever fails, the connector records a
+        // download through the proxy that did not complete.
+        Some(_) => connector_codes::PROXY_DOWNLOAD_FAILED,
+    }
 }
 
 fn finish(mut report: ProbeReport, started: Instant) -> ProbeReport {
@@ -290,6 +322,138 @@ pub trait StepError: std::fmt::Display {
 }
 
 impl ChainRun<'_> {
+    /// The direct route's first steps: resolve the update server and open
+    /// TCP to it.
+    async fn direct_socket(
+        &mut self,
+        ctx: &ProbeContext,
+        server: &ServerConfig,
+        deadline: TokioInstant,
+    ) -> Option<tokio::net::TcpStream> {
+        let addresses = self
+            .step(
+                Step::Dns,
+                dns::resolve(&server.host, ctx.config.dns_server(), deadline),
+            )
+            .await?;
+        self.report.dns_addresses = Some(addresses.len());
+
+        self.step(
+            Step::Connect,
+            connect::connect(&addresses, server.port, deadline),
+        )
+        .await
+    }
+
+    /// The proxy route's first steps: reach the proxy, ask for a tunnel,
+    /// judge the answer.
+    async fn proxy_tunnel(
+        &mut self,
+        ctx: &ProbeContext,
+        server: &ServerConfig,
+        spec: &proxy::ProxySpec,
+        deadline: TokioInstant,
+    ) -> Option<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>> {
+        self.report.proxy = Some(ProxyObservation {
+            proxy: spec.label(),
+            connect_ok: false,
+            status: None,
+            connector_code: 0,
+        });
+
+        // proxy_connect covers the proxy's name, TCP, and the CONNECT
+        // exchange up to the answer's head.
+        let began = Instant::now();
+        let reached = proxy::reach(spec, ctx.config.dns_server(), deadline).await;
+        let tcp = match reached {
+            Ok(tcp) => tcp,
+            Err(error) => {
+                self.record(Step::ProxyConnect, began.elapsed());
+                self.fail(Step::ProxyConnect, error.reason(), error.to_string());
+                return None;
+            }
+        };
+        if let Some(observation) = self.report.proxy.as_mut() {
+            observation.connect_ok = true;
+        }
+        let answer = proxy::request_tunnel(tcp, spec, &server.host, server.port, deadline).await;
+        self.record(Step::ProxyConnect, began.elapsed());
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(error) => {
+                self.fail(Step::ProxyConnect, error.reason(), error.to_string());
+                return None;
+            }
+        };
+        if let Some(observation) = self.report.proxy.as_mut() {
+            observation.status = Some(answer.status);
+        }
+
+        let began = Instant::now();
+        let auth = proxy::check_auth(&answer, spec);
+        self.record(Step::ProxyAuth, began.elapsed());
+        if let Err(error) = auth {
+            self.fail(Step::ProxyAuth, error.reason(), error.to_string());
+            return None;
+        }
+
+        match answer.tunnel {
+            Some(tunnel) => Some(tunnel),
+            None => {
+                // The proxy answered, accepted us, and refused the tunnel:
+                // for the connector that is a failed download.
+                let error = download::DownloadError::TunnelRefused {
+                    status: answer.status,
+                };
+                self.record(Step::Download, Duration::ZERO);
+                self.fail(Step::Download, error.reason(), error.to_string());
+                None
+            }
+        }
+    }
+
+    /// The steps every route shares once a byte stream to the update server
+    /// exists: TLS, revocation, download.
+    async fn through_tls<S>(
+        &mut self,
+        ctx: &ProbeContext,
+        server: &ServerConfig,
+        stream: S,
+        deadline: TokioInstant,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let began = Instant::now();
+        let (result, observation) = ctx.tls.handshake(stream, &server.host, deadline).await;
+        self.record(Step::Tls, began.elapsed());
+        self.report.tls = Some(observation);
+        let stream = match result {
+            Ok(stream) => stream,
+            Err(error) => {
+                self.fail(Step::Tls, error.reason(), error.to_string());
+                return;
+            }
+        };
+
+        // Revocation is not measured yet; it takes no time and never fails.
+
+        let began = Instant::now();
+        let (result, observation) = download::download(
+            stream,
+            &server.host,
+            &server.path,
+            &server.valid_status_codes,
+            ctx.config.probe.download_max_bytes,
+            deadline,
+        )
+        .await;
+        self.record(Step::Download, began.elapsed());
+        self.report.download = Some(observation);
+        if let Err(error) = result {
+            self.fail(Step::Download, error.reason(), error.to_string());
+        }
+    }
+
     /// Runs one step, records its duration, and on failure records the
     /// failure and returns `None`.
     async fn step<T, E: StepError>(

@@ -18,7 +18,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -122,14 +122,18 @@ impl TlsContext {
         Ok(TlsContext { verifier, provider })
     }
 
-    /// Runs the handshake over `tcp` for `server_name`. The observation
+    /// Runs the handshake over `tcp` (a socket or a proxy tunnel) for
+    /// `server_name`. The observation
     /// carries the presented chain whatever the outcome.
-    pub async fn handshake(
+    pub async fn handshake<S>(
         &self,
-        tcp: TcpStream,
+        tcp: S,
         server_name: &str,
         deadline: Instant,
-    ) -> (Result<TlsStream<TcpStream>, TlsStepError>, TlsObservation) {
+    ) -> (Result<TlsStream<S>, TlsStepError>, TlsObservation)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let mut observation = TlsObservation::default();
 
         let name = match ServerName::try_from(server_name.to_string()) {
