@@ -50,10 +50,16 @@ pub fn plan(config: &Config, policy: Option<&Policy>, env: Env<'_>) -> Plan {
     let (servers, from_config) = if !config.servers.is_empty() {
         (config.servers.clone(), true)
     } else {
-        let host = policy
-            .and_then(|p| p.update_server.clone())
-            .unwrap_or_else(|| FALLBACK_UPDATE_SERVER.to_string());
-        (vec![default_server(host)], false)
+        let server = match policy.and_then(|p| p.update_server.as_deref()) {
+            Some(name) => {
+                let (host, port) = split_host_port(name);
+                let mut server = default_server(host);
+                server.port = port.unwrap_or(443);
+                server
+            }
+            None => default_server(FALLBACK_UPDATE_SERVER.to_string()),
+        };
+        (vec![server], false)
     };
 
     let mut plan = Plan {

@@ -309,6 +309,33 @@ mod tests {
         }
     }
 
+    fn own(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/tests/fixtures/connector/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(path).expect("fixture")
+    }
+
+    #[test]
+    fn own_fixtures() {
+        let policy = parse_policy(&own("policy-tetra-disabled.xml")).expect("parses");
+        assert!(!policy.definitions_enabled());
+        assert_eq!(
+            policy.update_server.as_deref(),
+            Some("tetra-defs.eu.amp.cisco.com")
+        );
+
+        let policy = parse_policy(&own("policy-no-proxy.xml")).expect("parses");
+        assert!(policy.definitions_enabled());
+        assert_eq!(policy.proxy, None);
+        assert_eq!(
+            policy.update_server.as_deref(),
+            Some("tetra-defs.apjc.amp.cisco.com")
+        );
+        assert_eq!(policy.update_interval_seconds, Some(1800));
+    }
+
     #[test]
     fn truncated_shared_fixture_is_malformed() {
         let bytes = shared("policy-proxy-basic.xml");

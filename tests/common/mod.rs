@@ -18,6 +18,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxies;
+
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -196,7 +198,7 @@ fn free_udp_port() -> u16 {
     socket.local_addr().expect("addr").port()
 }
 
-fn which(binary: &str) -> PathBuf {
+pub fn which(binary: &str) -> PathBuf {
     for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin"] {
         let path = Path::new(dir).join(binary);
         if path.exists() {
@@ -245,7 +247,7 @@ fn start_unbound(dir: &Path, port: u16, upstream_port: u16) -> ChildGuard {
     spawn("unbound", &mut command)
 }
 
-fn spawn(name: &'static str, command: &mut Command) -> ChildGuard {
+pub fn spawn(name: &'static str, command: &mut Command) -> ChildGuard {
     let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -410,7 +412,7 @@ fn time_now() -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc()
 }
 
-async fn start_silent_tcp() -> u16 {
+pub async fn start_silent_tcp() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .await
         .expect("bind");
