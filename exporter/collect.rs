@@ -22,11 +22,12 @@ use std::time::SystemTime;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, RouteChoice, ServerConfig};
 use crate::connector::local_state::{self, LocalState, LocalStateError};
 use crate::connector::policy::{self, Policy, PolicyError};
 use crate::connector::ReadError;
 use crate::definitions::{VersionsSnapshot, VersionsSource};
+use crate::history::{History, Origin};
 use crate::probe::proxy::ProxySpec;
 use crate::probe::{self, ProbeContext, ProbeReport};
 use crate::targets::{self, Plan, Target};
@@ -89,11 +90,27 @@ struct Slot {
     last: StdMutex<Option<(Instant, ProbeReport)>>,
 }
 
+/// What outlives a configuration: kept across reloads.
+#[derive(Clone, Default)]
+pub struct Shared {
+    pub history: Arc<History>,
+}
+
+/// Why `/probe` could not run a probe.
+#[derive(Debug, thiserror::Error)]
+pub enum OnDemandError {
+    #[error("unknown module {0:?}")]
+    UnknownModule(String),
+    #[error("module {0:?} uses the proxy route and no proxy is configured")]
+    NoProxy(String),
+}
+
 /// The exporter's long-lived state for one configuration.
 pub struct Exporter {
     ctx: Arc<ProbeContext>,
     slots: StdMutex<HashMap<SlotKey, Arc<Slot>>>,
     versions: Option<VersionsSource>,
+    shared: Shared,
 }
 
 /// Identifies a target across scrapes: server, path and route with its
@@ -127,8 +144,14 @@ fn slot_key(target: &Target) -> SlotKey {
 }
 
 impl Exporter {
-    /// Builds what probes share (trust store, HTTP client) once.
+    /// Builds what probes share (trust store, HTTP client) once, with a
+    /// fresh [`Shared`].
     pub fn new(config: Config) -> Result<Self, SetupError> {
+        Self::with_shared(config, Shared::default())
+    }
+
+    /// Builds an exporter that keeps `shared` from a previous configuration.
+    pub fn with_shared(config: Config, shared: Shared) -> Result<Self, SetupError> {
         let config = Arc::new(config);
         let ctx = Arc::new(ProbeContext::new(config.clone())?);
         let versions = if config.versions.enabled {
@@ -143,7 +166,74 @@ impl Exporter {
             ctx,
             slots: StdMutex::new(HashMap::new()),
             versions,
+            shared,
         })
+    }
+
+    /// What this exporter shares with the next configuration.
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Probes `host:port` with a module, now, for `/probe`: no reuse of
+    /// earlier results. The caller has checked the allowlist. Returns the
+    /// report, the plan it ran under (for its proxy) and its history id.
+    pub async fn probe_on_demand(
+        &self,
+        host: &str,
+        port: u16,
+        module_name: &str,
+        deadline: Instant,
+    ) -> Result<(ProbeReport, Plan, u64), OnDemandError> {
+        let config = &self.ctx.config;
+        let module = config
+            .modules
+            .get(module_name)
+            .ok_or_else(|| OnDemandError::UnknownModule(module_name.to_string()))?;
+        let server = ServerConfig {
+            host: host.to_string(),
+            port,
+            path: module.path.clone(),
+            valid_status_codes: module.valid_status_codes.clone(),
+        };
+
+        // The policy is consulted for its proxy only when the route may use
+        // one; it is read fresh, like on a scrape.
+        let policy = match module.route {
+            RouteChoice::Direct => None,
+            RouteChoice::Auto | RouteChoice::Proxy => {
+                read_connector_files(config).await.1.value().cloned()
+            }
+        };
+        let proxy = targets::proxy_for(config, policy.as_ref(), &targets::process_env, host);
+        let route = match (module.route, proxy) {
+            (RouteChoice::Direct, _) | (RouteChoice::Auto, None) => probe::RouteSpec::Direct,
+            (RouteChoice::Auto | RouteChoice::Proxy, Some(proxy)) => probe::RouteSpec::Proxy(proxy),
+            (RouteChoice::Proxy, None) => {
+                return Err(OnDemandError::NoProxy(module_name.to_string()))
+            }
+        };
+        let plan = Plan {
+            proxies: match &route {
+                probe::RouteSpec::Proxy(proxy) => vec![proxy.clone()],
+                probe::RouteSpec::Direct => Vec::new(),
+            },
+            targets: vec![Target {
+                server: server.clone(),
+                route: route.clone(),
+            }],
+            definitions_enabled: None,
+        };
+
+        let probe_deadline = deadline.min(Instant::now() + config.probe.timeout);
+        let report = probe::probe(&self.ctx, &server, &route, probe_deadline).await;
+        let id = self.shared.history.record(
+            Origin::OnDemand {
+                module: module_name.to_string(),
+            },
+            report.clone(),
+        );
+        Ok((report, plan, id))
     }
 
     /// The configuration this exporter runs.
@@ -234,6 +324,7 @@ impl Exporter {
 
         let probe_deadline = deadline.min(Instant::now() + self.ctx.config.probe.timeout);
         let report = probe::probe(&self.ctx, &target.server, &target.route, probe_deadline).await;
+        self.shared.history.record(Origin::Scrape, report.clone());
         if let Ok(mut last) = slot.last.lock() {
             *last = Some((Instant::now(), report.clone()));
         }

@@ -10,11 +10,12 @@
 //! the configuration (CA bundles are read by [`crate::probe::tls`]) and does
 //! not touch the network.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
 
@@ -60,7 +61,7 @@ impl ConfigError {
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Update servers to probe, each with its own chain. When empty, the
@@ -85,10 +86,43 @@ pub struct Config {
     /// Where the newest published version is read.
     #[serde(default)]
     pub versions: VersionsConfig,
+    /// Probe settings for `/probe?target=...&module=NAME`.
+    #[serde(default = "default_modules")]
+    pub modules: BTreeMap<String, ModuleConfig>,
+    /// Targets `/probe` may be asked to probe (see [`target_allowed`]).
+    #[serde(default = "default_allowed_targets")]
+    pub allowed_targets: Vec<String>,
+}
+
+/// How `/probe` probes a target.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleConfig {
+    /// Path fetched by the download step.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// HTTP status codes that count as a successful download; empty means
+    /// any 2xx.
+    #[serde(default)]
+    pub valid_status_codes: Vec<u16>,
+    /// Which route: `auto` (through the proxy when one is in use, as the
+    /// configured servers are), `direct` or `proxy`.
+    #[serde(default)]
+    pub route: RouteChoice,
+}
+
+/// The route a module uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteChoice {
+    #[default]
+    Auto,
+    Direct,
+    Proxy,
 }
 
 /// One update server.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Host name (or IP literal) as the connector uses it; also the TLS
@@ -107,7 +141,7 @@ pub struct ServerConfig {
 }
 
 /// How the dns step resolves names.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnsConfig {
     /// A DNS server (`IP` or `IP:PORT`) asked over UDP, once, instead of the
@@ -117,7 +151,7 @@ pub struct DnsConfig {
 }
 
 /// Extra trust for the tls step.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM files whose certificates are trusted in addition to the platform's
@@ -127,7 +161,7 @@ pub struct TlsConfig {
 }
 
 /// Deadlines and reuse of probe results.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeConfig {
     /// The deadline of one whole probe, all steps together. A scrape's own
@@ -142,6 +176,10 @@ pub struct ProbeConfig {
     /// `too_large`.
     #[serde(default = "default_download_max_bytes")]
     pub download_max_bytes: u64,
+    /// Probes run at once through `/probe`; further requests wait (up to
+    /// their deadline) for a free slot, then get 503.
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: usize,
 }
 
 /// Where the proxy comes from and how it is used.
@@ -150,7 +188,7 @@ pub struct ProbeConfig {
 /// `policy.xml` (when `from_policy`); the `HTTPS_PROXY` environment variable
 /// honouring `NO_PROXY` (when `from_environment`). A password set here (in
 /// any of its three forms) wins over the policy's, which may be obfuscated.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyConfig {
     /// `http://HOST:PORT` of an HTTP proxy, without credentials.
@@ -200,7 +238,7 @@ impl Default for ProxyConfig {
 }
 
 /// The connector's files.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectorConfig {
     /// Path of `local.xml`. When absent, the platform's default path is read
@@ -218,7 +256,7 @@ pub struct ConnectorConfig {
 }
 
 /// The published-versions document.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VersionsConfig {
     /// URL of the document (`http` or `https`); the first `value` attribute
@@ -277,7 +315,79 @@ impl Default for ProbeConfig {
             timeout: default_probe_timeout(),
             min_interval: default_min_interval(),
             download_max_bytes: default_download_max_bytes(),
+            max_concurrent: default_max_concurrent(),
         }
+    }
+}
+
+fn default_max_concurrent() -> usize {
+    32
+}
+
+fn default_modules() -> BTreeMap<String, ModuleConfig> {
+    BTreeMap::from([(
+        "tetra".to_string(),
+        ModuleConfig {
+            path: default_path(),
+            valid_status_codes: Vec::new(),
+            route: RouteChoice::Auto,
+        },
+    )])
+}
+
+/// Cisco's update servers, port 443.
+fn default_allowed_targets() -> Vec<String> {
+    [
+        "tetra-defs.amp.cisco.com",
+        "tetra-defs.eu.amp.cisco.com",
+        "tetra-defs.apjc.amp.cisco.com",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Whether `/probe` may probe `host:port`.
+///
+/// An entry is `HOST`, `HOST:PORT`, `*.DOMAIN` or `*.DOMAIN:PORT`; without a
+/// port only 443 is allowed. Names compare case-insensitively and without a
+/// trailing dot; `*.DOMAIN` matches names below DOMAIN, not DOMAIN itself.
+/// IP literals match only an entry with the same literal. Nothing else is
+/// allowed: a probe exporter that probes anything on request lets whoever
+/// reaches it scan the networks it sits in.
+pub fn target_allowed(allowed: &[String], host: &str, port: u16) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if host.is_empty() {
+        return false;
+    }
+    allowed.iter().any(|entry| {
+        let entry = entry.trim().to_ascii_lowercase();
+        let (pattern, entry_port) = split_entry(&entry);
+        if entry_port.unwrap_or(443) != port {
+            return false;
+        }
+        let pattern = pattern.trim_end_matches('.');
+        match pattern.strip_prefix("*.") {
+            Some(domain) => {
+                host.parse::<IpAddr>().is_err()
+                    && host.len() > domain.len() + 1
+                    && host.ends_with(domain)
+                    && host.as_bytes()[host.len() - domain.len() - 1] == b'.'
+            }
+            None => host == pattern,
+        }
+    })
+}
+
+/// `PATTERN[:PORT]`, with IPv6 literals in brackets.
+fn split_entry(entry: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = entry.strip_prefix('[') {
+        if let Some((ip, tail)) = rest.split_once(']') {
+            return (ip, tail.strip_prefix(':').and_then(|p| p.parse().ok()));
+        }
+    }
+    match entry.rsplit_once(':') {
+        Some((pattern, port)) if !pattern.contains(':') => (pattern, port.parse().ok()),
+        _ => (entry, None),
     }
 }
 
@@ -405,6 +515,52 @@ impl Config {
                     format!("{server:?} is not an IP address or IP:PORT"),
                 ));
             }
+        }
+
+        for (name, module) in &self.modules {
+            let field = |f: &str| format!("modules.{name}.{f}");
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(ConfigError::invalid(
+                    format!("modules.{name:?}"),
+                    "module names are letters, digits, '_' and '-'",
+                ));
+            }
+            if !module.path.starts_with('/') || module.path.parse::<http::Uri>().is_err() {
+                return Err(ConfigError::invalid(
+                    field("path"),
+                    format!("{:?} is not an absolute path", module.path),
+                ));
+            }
+            if let Some(code) = module
+                .valid_status_codes
+                .iter()
+                .find(|c| !(100..=599).contains(*c))
+            {
+                return Err(ConfigError::invalid(
+                    field("valid_status_codes"),
+                    format!("{code} is not an HTTP status code"),
+                ));
+            }
+        }
+        for (i, entry) in self.allowed_targets.iter().enumerate() {
+            let (pattern, _) = split_entry(entry.trim());
+            let bare = pattern.strip_prefix("*.").unwrap_or(pattern);
+            if bare.is_empty() || bare.contains(['*', '/', ' ', '@', '#', '?']) {
+                return Err(ConfigError::invalid(
+                    format!("allowed_targets[{i}]"),
+                    format!("{entry:?} is not HOST[:PORT] or *.DOMAIN[:PORT]"),
+                ));
+            }
+        }
+        if self.probe.max_concurrent == 0 {
+            return Err(ConfigError::invalid(
+                "probe.max_concurrent",
+                "must be at least 1",
+            ));
         }
 
         if self.probe.timeout.is_zero() {
@@ -561,6 +717,12 @@ mod tests {
     fn invalid_configs_name_their_field() {
         let cases = [
             ("proxy: {url: 'https://p.example:3128'}", "proxy.url"),
+            ("modules: {tetra: {path: x}}", "modules.tetra.path"),
+            ("modules: {tetra: {route: sideways}}", "route"),
+            ("modules: {'a b': {}}", "modules"),
+            ("allowed_targets: ['*']", "allowed_targets[0]"),
+            ("allowed_targets: ['a/b']", "allowed_targets[0]"),
+            ("probe: {max_concurrent: 0}", "probe.max_concurrent"),
             ("proxy: {url: 'http://u:pw@p.example:3128'}", "proxy.url"),
             ("proxy: {url: 'not a url'}", "proxy.url"),
             ("proxy: {password: a, password_env: B}", "proxy.password"),
@@ -625,6 +787,39 @@ mod tests {
             Some("inline-pw")
         );
         assert!(!format!("{config:?}").contains("inline-pw"));
+    }
+
+    #[test]
+    fn allowlist_refuses_what_an_attacker_would_try() {
+        let allowed: Vec<String> = [
+            "tetra-defs.amp.cisco.com",
+            "*.mirror.example:8443",
+            "10.1.2.3",
+        ]
+        .map(String::from)
+        .to_vec();
+        let ok = |host, port| target_allowed(&allowed, host, port);
+        assert!(ok("tetra-defs.amp.cisco.com", 443));
+        assert!(ok("TETRA-DEFS.amp.cisco.com.", 443));
+        assert!(ok("a.mirror.example", 8443));
+        assert!(ok("10.1.2.3", 443));
+        assert!(!ok("tetra-defs.amp.cisco.com", 22));
+        assert!(!ok("tetra-defs.amp.cisco.com.evil.example", 443));
+        assert!(!ok("eviltetra-defs.amp.cisco.com", 443));
+        assert!(!ok("mirror.example", 8443), "*.DOMAIN is below DOMAIN only");
+        assert!(!ok("a.badmirror.example", 8443));
+        assert!(!ok("a.mirror.example", 443));
+        for host in [
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            "0.0.0.0",
+            "169.254.169.254",
+            "10.1.2.4",
+            "",
+        ] {
+            assert!(!ok(host, 443), "{host}");
+        }
     }
 
     #[test]

@@ -13,14 +13,19 @@
 //!   environment).
 //! - [`collect`]: runs probes on scrape, reuses recent results, single flight.
 //! - [`secret`]: values kept out of logs, metrics and pages.
+//! - [`history`]: recent probes, failures kept longer, for the status page.
+//! - [`debug`]: the debug view of one probe.
 //! - [`metrics`]: turns plain reports into metric families; every metric name
 //!   lives there.
-//! - [`web`]: the HTTP server, `/metrics` and the landing page.
+//! - [`web`]: the HTTP server: `/metrics`, `/probe`, the status page,
+//!   reload, and its own TLS and basic authentication.
 
 pub mod collect;
 pub mod config;
 pub mod connector;
+pub mod debug;
 pub mod definitions;
+pub mod history;
 pub mod metrics;
 pub mod probe;
 pub mod secret;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use tetra_exporter::web::{webconfig::WebConfig, App};
 use tetra_exporter::{collect::Exporter, config, web};
 
 /// The default listen port; not used by any well-known Prometheus exporter.
@@ -39,6 +40,11 @@ struct Flags {
     #[arg(long = "config.check")]
     config_check: bool,
 
+    /// TLS and basic authentication for this endpoint, in the Prometheus
+    /// exporter-toolkit's format.
+    #[arg(long = "web.config.file", value_name = "PATH")]
+    web_config_file: Option<PathBuf>,
+
     /// Address to listen on, `[HOST]:PORT`.
     #[arg(long = "web.listen-address", value_name = "ADDRESS", default_value = DEFAULT_LISTEN_ADDRESS)]
     listen_address: String,
@@ -69,6 +75,10 @@ fn main() -> ExitCode {
 
 fn run(flags: Flags) -> anyhow::Result<()> {
     let config = config::load(flags.config_file.as_deref())?;
+    let web_config = match &flags.web_config_file {
+        Some(path) => WebConfig::load(path)?,
+        None => WebConfig::open(),
+    };
     if flags.config_check {
         // Building the exporter also reads the CA files the config names.
         Exporter::new(config)?;
@@ -82,7 +92,11 @@ fn run(flags: Flags) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let exporter = Arc::new(Exporter::new(config)?);
+        let app = Arc::new(App::new(
+            Exporter::new(config)?,
+            flags.config_file.clone(),
+            web_config,
+        ));
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
@@ -91,8 +105,9 @@ fn run(flags: Flags) -> anyhow::Result<()> {
             version = tetra_exporter::VERSION,
             "listening"
         );
+        spawn_reload_on_sighup(app.clone());
         tokio::select! {
-            result = web::serve(listener, exporter) => result.context("server stopped"),
+            result = web::serve(listener, app) => result.context("server stopped"),
             _ = shutdown_signal() => {
                 tracing::info!("shutting down");
                 Ok(())
@@ -106,6 +121,30 @@ fn normalize_listen_address(address: &str) -> String {
     match address.strip_prefix(':') {
         Some(port) => format!("[::]:{port}"),
         None => address.to_string(),
+    }
+}
+
+/// SIGHUP re-reads the config, as in the Prometheus exporters.
+fn spawn_reload_on_sighup(app: Arc<App>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangups) => {
+                tokio::spawn(async move {
+                    while hangups.recv().await.is_some() {
+                        tracing::info!("SIGHUP: reloading the configuration");
+                        // The outcome is logged and shown in the reload metrics.
+                        let _ = app.reload().await;
+                    }
+                });
+            }
+            Err(error) => tracing::warn!(%error, "cannot listen for SIGHUP; use POST /-/reload"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = app;
     }
 }
 

@@ -108,6 +108,36 @@ pub fn render(snapshot: &Snapshot) -> Registry {
     f.registry
 }
 
+/// Renders only the probes of a snapshot (and their proxies): what
+/// `/probe` answers, with no connector or exporter state.
+pub fn render_probe_only(snapshot: &Snapshot) -> Registry {
+    let mut f = Families {
+        registry: Registry::default(),
+    };
+    render_probes(&mut f, &snapshot.reports);
+    render_proxies(&mut f, snapshot);
+    f.registry
+}
+
+/// The state of the exporter's own configuration, added to a rendered
+/// registry.
+pub fn add_reload_state(registry: &mut Registry, last_ok: bool, last_success: SystemTime) {
+    let mut f = Families {
+        registry: std::mem::take(registry),
+    };
+    let successful = f.gauge(
+        "tetra_exporter_config_last_reload_successful",
+        "Whether the last configuration reload succeeded",
+    );
+    let at = f.gauge(
+        "tetra_exporter_config_last_reload_success_timestamp_seconds",
+        "When the configuration was last loaded successfully",
+    );
+    set(&successful, Vec::new(), if last_ok { 1.0 } else { 0.0 });
+    set(&at, Vec::new(), seconds_since_epoch(last_success));
+    *registry = f.registry;
+}
+
 fn render_probes(f: &mut Families, reports: &[ProbeReport]) {
     let success = f.gauge(
         "tetra_probe_success",

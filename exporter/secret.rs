@@ -35,6 +35,13 @@ impl<'de> serde::Deserialize<'de> for Secret {
     }
 }
 
+/// Serialized (for the debug page's view of the config) as `<secret>`.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<secret>")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
