@@ -56,6 +56,8 @@ pub enum SetupError {
     #[error(transparent)]
     Tls(#[from] probe::tls::TlsSetupError),
     #[error(transparent)]
+    Probe(#[from] probe::ProbeSetupError),
+    #[error(transparent)]
     Versions(#[from] crate::definitions::FetchError),
 }
 

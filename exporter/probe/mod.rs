@@ -8,13 +8,14 @@
 //!
 //! Steps, in the order the connector meets them: `dns`, `connect`,
 //! `proxy_connect`, `proxy_auth`, `tls`, `revocation`, `download`. The
-//! direct route skips the two proxy steps. `revocation` and the proxy steps
-//! are part of the step list already so that metrics and alerts keep one
-//! shape; they are not measured yet and therefore never fail.
+//! direct route skips the two proxy steps. The proxy steps are part of the
+//! step list already so that metrics and alerts keep one shape; they are not
+//! measured yet and therefore never fail.
 
 pub mod connect;
 pub mod dns;
 pub mod download;
+pub mod revocation;
 pub mod tls;
 
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::time::Instant as TokioInstant;
 use tracing::Instrument;
 
-use crate::config::{Config, ServerConfig};
+use crate::config::{Config, RevocationMode, ServerConfig};
 
 /// One step of the update path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -146,6 +147,8 @@ pub struct ProbeReport {
     /// Number of addresses the name resolved to, when the dns step ran.
     pub dns_addresses: Option<usize>,
     pub tls: Option<TlsObservation>,
+    /// What the revocation step saw, when it ran.
+    pub revocation: Option<revocation::RevocationObservation>,
     pub download: Option<DownloadObservation>,
 }
 
@@ -157,17 +160,32 @@ impl ProbeReport {
 }
 
 /// What every probe shares: the configuration and what was built from it
-/// once at load (the trust store).
+/// once at load (the trust store, the revocation step's client and cache).
 pub struct ProbeContext {
     pub config: Arc<Config>,
     pub tls: tls::TlsContext,
+    pub revocation: revocation::RevocationContext,
+}
+
+/// Why the shared parts of the probes could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeSetupError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsSetupError),
+    #[error("revocation: cannot build the HTTP client: {0}")]
+    RevocationClient(#[from] reqwest::Error),
 }
 
 impl ProbeContext {
     /// Builds the shared parts; fails when a configured CA file is unusable.
-    pub fn new(config: Arc<Config>) -> Result<Self, tls::TlsSetupError> {
+    pub fn new(config: Arc<Config>) -> Result<Self, ProbeSetupError> {
         let tls = tls::TlsContext::new(&config.tls)?;
-        Ok(ProbeContext { config, tls })
+        let revocation = revocation::RevocationContext::new(config.revocation.clone())?;
+        Ok(ProbeContext {
+            config,
+            tls,
+            revocation,
+        })
     }
 }
 
@@ -196,6 +214,7 @@ async fn run_direct(
         failure: None,
         dns_addresses: None,
         tls: None,
+        revocation: None,
         download: None,
     };
 
@@ -239,7 +258,33 @@ async fn run_direct(
         }
     };
 
-    // Revocation is not measured yet; it takes no time and never fails.
+    if server.revocation != RevocationMode::Off {
+        let chain = run.report.tls.as_ref().map(|t| t.chain_der.clone());
+        let began = Instant::now();
+        let (result, observation) = revocation::check(
+            &ctx.revocation,
+            &ctx.revocation.direct_client,
+            chain.as_deref().unwrap_or_default(),
+            ctx.tls.anchors(),
+            deadline,
+        )
+        .await;
+        run.record(Step::Revocation, began.elapsed());
+        run.report.revocation = Some(observation);
+        match result {
+            Ok(()) => {}
+            Err(error) if server.revocation == RevocationMode::Require => {
+                run.fail(Step::Revocation, error.reason(), error.to_string());
+                return finish(report, started);
+            }
+            // Report mode: measured and shown, never a failure.
+            Err(error) => tracing::info!(
+                reason = error.reason(),
+                %error,
+                "revocation would fail; the server's mode is report"
+            ),
+        }
+    }
 
     let began = Instant::now();
     let (result, observation) = download::download(
