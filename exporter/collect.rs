@@ -78,6 +78,8 @@ pub enum SetupError {
     #[error(transparent)]
     Tls(#[from] probe::tls::TlsSetupError),
     #[error(transparent)]
+    Probe(#[from] probe::ProbeSetupError),
+    #[error(transparent)]
     Versions(#[from] crate::definitions::FetchError),
 }
 
@@ -195,6 +197,7 @@ impl Exporter {
             port,
             path: module.path.clone(),
             valid_status_codes: module.valid_status_codes.clone(),
+            revocation: module.revocation,
         };
 
         // The policy is consulted for its proxy only when the route may use

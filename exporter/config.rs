@@ -92,6 +92,9 @@ pub struct Config {
     /// Targets `/probe` may be asked to probe (see [`target_allowed`]).
     #[serde(default = "default_allowed_targets")]
     pub allowed_targets: Vec<String>,
+    /// Limits of the revocation step's fetches and of its cache.
+    #[serde(default)]
+    pub revocation: RevocationConfig,
 }
 
 /// How `/probe` probes a target.
@@ -109,6 +112,9 @@ pub struct ModuleConfig {
     /// configured servers are), `direct` or `proxy`.
     #[serde(default)]
     pub route: RouteChoice,
+    /// What the revocation step does: `require`, `report` or `off`.
+    #[serde(default)]
+    pub revocation: RevocationMode,
 }
 
 /// The route a module uses.
@@ -138,6 +144,40 @@ pub struct ServerConfig {
     /// any 2xx.
     #[serde(default)]
     pub valid_status_codes: Vec<u16>,
+    /// What the revocation step does for this server: `require` (the
+    /// default, as Windows does), `report` or `off`.
+    #[serde(default)]
+    pub revocation: RevocationMode,
+}
+
+/// What the revocation step does for one server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationMode {
+    /// Revocation that cannot be checked, or a revoked certificate, fails
+    /// the probe: what Windows does.
+    #[default]
+    Require,
+    /// Check and report, but never fail the probe.
+    Report,
+    /// Do not check.
+    Off,
+}
+
+/// Limits of the revocation step, shared by every server.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationConfig {
+    /// Largest CRL accepted; a larger one stops with `too_large`.
+    #[serde(default = "default_crl_max_bytes")]
+    pub crl_max_bytes: u64,
+    /// A good answer is reused until its nextUpdate, but never longer than
+    /// this.
+    #[serde(default = "default_revocation_max_cache_age", with = "humantime_serde")]
+    pub max_cache_age: Duration,
+    /// Deadline of one CRL or OCSP fetch, within the probe's own deadline.
+    #[serde(default = "default_revocation_fetch_timeout", with = "humantime_serde")]
+    pub fetch_timeout: Duration,
 }
 
 /// How the dns step resolves names.
@@ -308,6 +348,25 @@ fn default_versions_timeout() -> Duration {
 fn default_versions_max_bytes() -> u64 {
     1024 * 1024
 }
+fn default_crl_max_bytes() -> u64 {
+    10 * 1024 * 1024
+}
+fn default_revocation_max_cache_age() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_revocation_fetch_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        RevocationConfig {
+            crl_max_bytes: default_crl_max_bytes(),
+            max_cache_age: default_revocation_max_cache_age(),
+            fetch_timeout: default_revocation_fetch_timeout(),
+        }
+    }
+}
 
 impl Default for ProbeConfig {
     fn default() -> Self {
@@ -331,6 +390,7 @@ fn default_modules() -> BTreeMap<String, ModuleConfig> {
             path: default_path(),
             valid_status_codes: Vec::new(),
             route: RouteChoice::Auto,
+            revocation: RevocationMode::default(),
         },
     )])
 }
@@ -576,6 +636,19 @@ impl Config {
             ));
         }
 
+        if self.revocation.crl_max_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "revocation.crl_max_bytes",
+                "must be more than 0",
+            ));
+        }
+        if self.revocation.fetch_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "revocation.fetch_timeout",
+                "must be more than 0s",
+            ));
+        }
+
         if self.versions.enabled {
             match self.versions.url.parse::<http::Uri>() {
                 Ok(uri)
@@ -695,6 +768,20 @@ mod tests {
         assert!(config.proxy.from_policy && config.proxy.from_environment);
         assert_eq!(config.versions.cache_for, Duration::from_secs(900));
         assert!(config.connector.local_state.is_none());
+        assert_eq!(config.modules["tetra"].revocation, RevocationMode::Require);
+        assert_eq!(config.revocation.crl_max_bytes, 10 * 1024 * 1024);
+    }
+
+    #[test]
+    fn revocation_mode_per_server() {
+        let config = Config::from_yaml(
+            "servers: [{host: a, revocation: report}, {host: b, revocation: off}]\n\
+             revocation: {max_cache_age: 1h}",
+        )
+        .expect("valid");
+        assert_eq!(config.servers[0].revocation, RevocationMode::Report);
+        assert_eq!(config.servers[1].revocation, RevocationMode::Off);
+        assert_eq!(config.revocation.max_cache_age, Duration::from_secs(3600));
     }
 
     #[test]
@@ -754,6 +841,16 @@ mod tests {
             ),
             ("servers: [{host: a, colour: blue}]", "colour"),
             ("servers: [{host: a}]\nproxies: {}", "proxies"),
+            ("servers: [{host: a, revocation: maybe}]", "revocation"),
+            (
+                "servers: [{host: a}]\nrevocation: {crl_max_bytes: 0}",
+                "revocation.crl_max_bytes",
+            ),
+            (
+                "servers: [{host: a}]\nrevocation: {fetch_timeout: 0s}",
+                "revocation.fetch_timeout",
+            ),
+            ("servers: [{host: a}]\nrevocation: {ocsp: first}", "ocsp"),
         ];
         for (yaml, field) in cases {
             let message = error_of(yaml);

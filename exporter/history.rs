@@ -123,6 +123,7 @@ mod tests {
             tls: None,
             download: None,
             proxy: None,
+            revocation: None,
         }
     }
 

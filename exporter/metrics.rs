@@ -20,6 +20,7 @@ use prometheus_client::registry::Registry;
 use crate::collect::{FileReading, Snapshot};
 use crate::connector::local_state::LastErrorMeaning;
 use crate::definitions;
+use crate::probe::revocation::CertStatus;
 use crate::probe::{ProbeReport, Step};
 
 type Labels = Vec<(&'static str, String)>;
@@ -104,6 +105,7 @@ pub fn render(snapshot: &Snapshot) -> Registry {
 
     render_probes(&mut f, &snapshot.reports);
     render_proxies(&mut f, snapshot);
+    render_revocation(&mut f, &snapshot.reports);
     render_connector(&mut f, snapshot);
     f.registry
 }
@@ -326,6 +328,56 @@ fn render_proxies(f: &mut Families, snapshot: &Snapshot) {
             set(&status, labels(), f64::from(code));
         }
         set(&error_code, labels(), f64::from(observation.connector_code));
+    }
+}
+
+fn render_revocation(f: &mut Families, reports: &[ProbeReport]) {
+    let success = f.gauge(
+        "tetra_revocation_check_success",
+        "Whether a verified revocation answer was obtained from the URL for the certificate at position",
+    );
+    let status = f.gauge(
+        "tetra_revocation_status",
+        "1 on the revocation status the answer states, 0 on the others; absent without an answer",
+    );
+    let next_update = f.gauge(
+        "tetra_revocation_next_update_timestamp_seconds",
+        "When the revocation answer expires (its nextUpdate)",
+    );
+    let duration = f.gauge(
+        "tetra_revocation_duration_seconds",
+        "From the request's start to the verified answer or the failure; 0 when served from the cache",
+    );
+
+    for report in reports {
+        let Some(observation) = &report.revocation else {
+            continue;
+        };
+        for check in &observation.checks {
+            let labels = || -> Labels {
+                vec![
+                    ("server", report.server.clone()),
+                    ("route", report.route.as_str().to_string()),
+                    ("method", check.method.as_str().to_string()),
+                    ("url", check.url.clone()),
+                    ("position", check.position.to_string()),
+                ]
+            };
+            let ok = check.outcome.is_ok();
+            set(&success, labels(), if ok { 1.0 } else { 0.0 });
+            set(&duration, labels(), check.duration.as_secs_f64());
+            if let Some(at) = check.next_update {
+                set(&next_update, labels(), seconds_since_epoch(at));
+            }
+            if let Ok(answer) = &check.outcome {
+                for candidate in CertStatus::ALL {
+                    let mut with_status = labels();
+                    with_status.push(("status", candidate.as_str().to_string()));
+                    let value = if candidate == answer.status { 1.0 } else { 0.0 };
+                    set(&status, with_status, value);
+                }
+            }
+        }
     }
 }
 

@@ -102,6 +102,7 @@ fn default_server(host: String) -> ServerConfig {
         port: 443,
         path: "/".to_string(),
         valid_status_codes: Vec::new(),
+        revocation: Default::default(),
     }
 }
 

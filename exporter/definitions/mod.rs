@@ -88,26 +88,6 @@ impl VersionsSource {
         })
     }
 
-    /// The HTTP client for one fetch over the given route. Built per fetch:
-    /// fetches are minutes apart and the route can change between them.
-    fn client(&self, proxy: Option<&ProxySpec>) -> Result<reqwest::Client, FetchError> {
-        let mut builder = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::limited(3))
-            .user_agent(concat!("tetra-exporter/", env!("CARGO_PKG_VERSION")));
-        if let Some(spec) = proxy {
-            let mut proxy = reqwest::Proxy::all(format!("http://{}", spec.label()))
-                .map_err(|e| FetchError::Unreachable(e.to_string()))?;
-            if let Some((user, password)) = &spec.credentials {
-                proxy = proxy.basic_auth(user, password.expose());
-            }
-            builder = builder.proxy(proxy);
-        }
-        builder
-            .build()
-            .map_err(|e| FetchError::Unreachable(e.to_string()))
-    }
-
     /// The current snapshot, fetching first (over `proxy` when given) when
     /// the cache is due and the deadline allows.
     pub async fn current(&self, deadline: Instant, proxy: Option<&ProxySpec>) -> VersionsSnapshot {
@@ -150,7 +130,10 @@ impl VersionsSource {
     }
 
     async fn fetch(&self, deadline: Instant, proxy: Option<&ProxySpec>) -> Result<u64, FetchError> {
-        let client = self.client(proxy)?;
+        // Built per fetch: fetches are minutes apart and the route can
+        // change between them.
+        let client = crate::probe::proxy::http_client(proxy)
+            .map_err(|e| FetchError::Unreachable(e.to_string()))?;
         let work = async {
             let mut response = client
                 .get(&self.config.url)

@@ -10,13 +10,13 @@
 //! `proxy_connect`, `proxy_auth`, `tls`, `revocation`, `download`. The
 //! direct route skips the two proxy steps; the proxy route skips `dns` and
 //! `connect`, since the proxy resolves and connects to the update server
-//! itself. `revocation` is part of the step list already so that metrics and
-//! alerts keep one shape; it is not measured yet and therefore never fails.
+//! itself.
 
 pub mod connect;
 pub mod dns;
 pub mod download;
 pub mod proxy;
+pub mod revocation;
 pub mod tls;
 
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::time::Instant as TokioInstant;
 use tracing::Instrument;
 
-use crate::config::{Config, ServerConfig};
+use crate::config::{Config, RevocationMode, ServerConfig};
 
 /// One step of the update path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -194,6 +194,8 @@ pub struct ProbeReport {
     /// Number of addresses the name resolved to, when the dns step ran.
     pub dns_addresses: Option<usize>,
     pub tls: Option<TlsObservation>,
+    /// What the revocation step saw, when it ran.
+    pub revocation: Option<revocation::RevocationObservation>,
     pub download: Option<DownloadObservation>,
     /// What the proxy steps saw, on the proxy route.
     pub proxy: Option<ProxyObservation>,
@@ -207,17 +209,32 @@ impl ProbeReport {
 }
 
 /// What every probe shares: the configuration and what was built from it
-/// once at load (the trust store).
+/// once at load (the trust store, the revocation step's client and cache).
 pub struct ProbeContext {
     pub config: Arc<Config>,
     pub tls: tls::TlsContext,
+    pub revocation: revocation::RevocationContext,
+}
+
+/// Why the shared parts of the probes could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeSetupError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsSetupError),
+    #[error("revocation: cannot build the HTTP client: {0}")]
+    RevocationClient(#[from] reqwest::Error),
 }
 
 impl ProbeContext {
     /// Builds the shared parts; fails when a configured CA file is unusable.
-    pub fn new(config: Arc<Config>) -> Result<Self, tls::TlsSetupError> {
+    pub fn new(config: Arc<Config>) -> Result<Self, ProbeSetupError> {
         let tls = tls::TlsContext::new(&config.tls)?;
-        Ok(ProbeContext { config, tls })
+        let revocation = revocation::RevocationContext::new(config.revocation.clone())?;
+        Ok(ProbeContext {
+            config,
+            tls,
+            revocation,
+        })
     }
 }
 
@@ -253,6 +270,7 @@ async fn run(
         failure: None,
         dns_addresses: None,
         tls: None,
+        revocation: None,
         download: None,
         proxy: None,
     };
@@ -263,12 +281,23 @@ async fn run(
     match route {
         RouteSpec::Direct => {
             if let Some(tcp) = run.direct_socket(ctx, server, deadline).await {
-                run.through_tls(ctx, server, tcp, deadline).await;
+                let client = &ctx.revocation.direct_client;
+                run.through_tls(ctx, server, tcp, client, deadline).await;
             }
         }
         RouteSpec::Proxy(proxy) => {
             if let Some(tunnel) = run.proxy_tunnel(ctx, server, proxy, deadline).await {
-                run.through_tls(ctx, server, tunnel, deadline).await;
+                match proxy::http_client(Some(proxy)) {
+                    Ok(client) => {
+                        run.through_tls(ctx, server, tunnel, &client, deadline)
+                            .await
+                    }
+                    Err(error) => run.fail(
+                        Step::Revocation,
+                        "responder_unreachable",
+                        format!("cannot build the HTTP client through the proxy: {error}"),
+                    ),
+                }
             }
             let code = proxy_connector_code(run.report.failure.as_ref());
             if let Some(observation) = run.report.proxy.as_mut() {
@@ -413,12 +442,14 @@ impl ChainRun<'_> {
     }
 
     /// The steps every route shares once a byte stream to the update server
-    /// exists: TLS, revocation, download.
+    /// exists: TLS, revocation, download. `client` fetches CRLs and OCSP
+    /// answers over the same route.
     async fn through_tls<S>(
         &mut self,
         ctx: &ProbeContext,
         server: &ServerConfig,
         stream: S,
+        client: &reqwest::Client,
         deadline: TokioInstant,
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -435,7 +466,33 @@ impl ChainRun<'_> {
             }
         };
 
-        // Revocation is not measured yet; it takes no time and never fails.
+        if server.revocation != RevocationMode::Off {
+            let chain = self.report.tls.as_ref().map(|t| t.chain_der.clone());
+            let began = Instant::now();
+            let (result, observation) = revocation::check(
+                &ctx.revocation,
+                client,
+                chain.as_deref().unwrap_or_default(),
+                ctx.tls.anchors(),
+                deadline,
+            )
+            .await;
+            self.record(Step::Revocation, began.elapsed());
+            self.report.revocation = Some(observation);
+            match result {
+                Ok(()) => {}
+                Err(error) if server.revocation == RevocationMode::Require => {
+                    self.fail(Step::Revocation, error.reason(), error.to_string());
+                    return;
+                }
+                // Report mode: measured and shown, never a failure.
+                Err(error) => tracing::info!(
+                    reason = error.reason(),
+                    %error,
+                    "revocation would fail; the server's mode is report"
+                ),
+            }
+        }
 
         let began = Instant::now();
         let (result, observation) = download::download(

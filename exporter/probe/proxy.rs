@@ -85,6 +85,25 @@ impl ProxySpec {
     }
 }
 
+/// An HTTP client for the plain fetches that go over a route beside the
+/// probe (CRLs, OCSP, the versions document): through `proxy` when given
+/// (with its Basic credentials), directly otherwise. The environment's proxy
+/// variables are never read here; the route is decided by the caller.
+pub fn http_client(proxy: Option<&ProxySpec>) -> Result<reqwest::Client, reqwest::Error> {
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .user_agent(concat!("tetra-exporter/", env!("CARGO_PKG_VERSION")));
+    if let Some(spec) = proxy {
+        let mut proxy = reqwest::Proxy::all(format!("http://{}", spec.label()))?;
+        if let Some((user, password)) = &spec.credentials {
+            proxy = proxy.basic_auth(user, password.expose());
+        }
+        builder = builder.proxy(proxy);
+    }
+    builder.build()
+}
+
 /// Why the proxy could not be reached, or did not answer the `CONNECT`.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyConnectError {

@@ -78,6 +78,7 @@ impl StepError for TlsStepError {
 /// The trust store and verifier, built once per configuration.
 pub struct TlsContext {
     verifier: Arc<WebPkiServerVerifier>,
+    roots: Arc<RootCertStore>,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
@@ -115,11 +116,21 @@ impl TlsContext {
         }
 
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| TlsSetupError::Verifier(e.to_string()))?;
-        Ok(TlsContext { verifier, provider })
+        let roots = Arc::new(roots);
+        let verifier = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| TlsSetupError::Verifier(e.to_string()))?;
+        Ok(TlsContext {
+            verifier,
+            roots,
+            provider,
+        })
+    }
+
+    /// The trust anchors chains are validated against; the revocation step
+    /// finds the issuer of a chain's last certificate among them.
+    pub fn anchors(&self) -> &[rustls::pki_types::TrustAnchor<'static>] {
+        &self.roots.roots
     }
 
     /// Runs the handshake over `tcp` (a socket or a proxy tunnel) for

@@ -13,11 +13,15 @@
 //!   `/error` (500), `/cut` (a body cut off mid-way), `/huge` (a 2 MiB body)
 //!   and `/stall` (headers, then nothing).
 //! - HTTP: the versions document, and a 500 for the failure case.
+//! - Revocation: the CAs' OCSP responders and CRLs, and one TLS server per
+//!   revocation scenario (see [`pki`]). The good server's chain names them,
+//!   so the default `require` mode passes on it.
 //!
 //! Every child process is killed and waited for when the harness drops.
 
 #![allow(dead_code)]
 
+pub mod pki;
 pub mod proxies;
 
 use std::convert::Infallible;
@@ -89,6 +93,8 @@ pub struct Harness {
     pub versions_url: String,
     /// A versions URL that answers 500.
     pub versions_broken_url: String,
+    /// The revocation servers and scenario TLS servers.
+    pub revocation: pki::RevocationServers,
     children: Vec<ChildGuard>,
     _silent: UdpSocket,
 }
@@ -99,7 +105,9 @@ impl Harness {
         tetra_exporter::install_crypto_provider();
         let dir = tempfile::tempdir().expect("temp dir");
 
-        let certs = make_certs(dir.path());
+        let pki = pki::Pki::new().await;
+        let certs = make_certs(dir.path(), &pki);
+        let (revocation, revocation_children) = pki.start(dir.path()).await;
         let good_connections = Arc::new(AtomicUsize::new(0));
         let mut tls_ports = Vec::new();
         for (name, cert) in certs.servers {
@@ -122,7 +130,7 @@ impl Harness {
             .expect("udp bind");
         let silent_dns = silent.local_addr().expect("addr");
 
-        let mut children = Vec::new();
+        let mut children = revocation_children;
         let dns_port = free_udp_port();
         children.push(start_dnsmasq(dir.path(), dns_port));
         let unbound_port = free_udp_port();
@@ -147,6 +155,7 @@ impl Harness {
             good_connections,
             versions_url: format!("http://127.0.0.1:{http_port}/versions.id"),
             versions_broken_url: format!("http://127.0.0.1:{http_port}/broken"),
+            revocation,
             children,
             _silent: silent,
         }
@@ -222,7 +231,8 @@ fn start_dnsmasq(dir: &Path, port: u16) -> ChildGuard {
         .arg("--user=root")
         .arg(format!("--local=/{ZONE}/"))
         .arg(format!("--txt-record=noaddr.{ZONE},nothing-here"))
-        .arg(format!("--host-record=closed.{ZONE},127.0.0.1"));
+        .arg(format!("--host-record=closed.{ZONE},127.0.0.1"))
+        .arg(format!("--address=/{}/127.0.0.1", pki::REV_ZONE));
     for name in TLS_NAMES {
         command.arg(format!("--host-record={name}.{ZONE},127.0.0.1"));
     }
@@ -306,18 +316,10 @@ fn pkcs8(key: &KeyPair) -> PrivateKeyDer<'static> {
     PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()))
 }
 
-fn make_certs(dir: &Path) -> Certs {
-    let root_key = KeyPair::generate().expect("key");
-    let root_params = ca_params("Tetra Test Root CA");
-    let root_cert = root_params.self_signed(&root_key).expect("root");
-    let root = Issuer::new(root_params, root_key);
-
-    let inter_key = KeyPair::generate().expect("key");
-    let inter_params = ca_params("Tetra Test Intermediate CA");
-    let inter_cert = inter_params
-        .signed_by(&inter_key, &root)
-        .expect("intermediate");
-    let intermediate = Issuer::new(inter_params, inter_key);
+fn make_certs(dir: &Path, pki: &pki::Pki) -> Certs {
+    let root_cert = &pki.root_cert;
+    let inter_cert = &pki.inter_cert;
+    let intermediate = &pki.intermediate;
 
     let rogue_key = KeyPair::generate().expect("key");
     let rogue = Issuer::new(ca_params("Rogue Inspection CA"), rogue_key);
@@ -344,7 +346,11 @@ fn make_certs(dir: &Path) -> Certs {
     let mut servers = Vec::new();
     servers.push((
         "good",
-        with_intermediate(leaf(&format!("good.{ZONE}"), &|_| {}, &intermediate)),
+        with_intermediate(leaf(
+            &format!("good.{ZONE}"),
+            &|p| pki.with_good_urls(p),
+            intermediate,
+        )),
     ));
     servers.push((
         "expired",
@@ -354,7 +360,7 @@ fn make_certs(dir: &Path) -> Certs {
                 p.not_before = now - Duration::from_secs(60 * 86400);
                 p.not_after = now - Duration::from_secs(86400);
             },
-            &intermediate,
+            intermediate,
         )),
     ));
     servers.push((
@@ -365,12 +371,12 @@ fn make_certs(dir: &Path) -> Certs {
                 p.not_before = now + Duration::from_secs(86400);
                 p.not_after = now + Duration::from_secs(60 * 86400);
             },
-            &intermediate,
+            intermediate,
         )),
     ));
     servers.push((
         "wrongname",
-        with_intermediate(leaf(&format!("other.{ZONE}"), &|_| {}, &intermediate)),
+        with_intermediate(leaf(&format!("other.{ZONE}"), &|_| {}, intermediate)),
     ));
     let (der, key) = leaf(&format!("unknownca.{ZONE}"), &|_| {}, &rogue);
     servers.push((
@@ -396,7 +402,7 @@ fn make_certs(dir: &Path) -> Certs {
     ));
 
     // The hanging server never gets to present a certificate.
-    let (der, key) = leaf(&format!("hang.{ZONE}"), &|_| {}, &intermediate);
+    let (der, key) = leaf(&format!("hang.{ZONE}"), &|_| {}, intermediate);
     servers.push((
         "hang",
         ServerCert {
