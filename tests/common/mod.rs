@@ -18,6 +18,8 @@
 
 #![allow(dead_code)]
 
+pub mod prometheus;
+
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
