@@ -29,6 +29,7 @@ use crate::connector::ReadError;
 use crate::definitions::{VersionsSnapshot, VersionsSource};
 use crate::history::{History, Origin};
 use crate::probe::proxy::ProxySpec;
+use crate::probe::revocation::cache::RevocationCache;
 use crate::probe::{self, ProbeContext, ProbeReport};
 use crate::targets::{self, Plan, Target};
 
@@ -96,6 +97,8 @@ struct Slot {
 #[derive(Clone, Default)]
 pub struct Shared {
     pub history: Arc<History>,
+    /// Revocation answers and what was last heard from each URL.
+    pub revocation_cache: Arc<RevocationCache>,
 }
 
 /// Why `/probe` could not run a probe.
@@ -155,7 +158,10 @@ impl Exporter {
     /// Builds an exporter that keeps `shared` from a previous configuration.
     pub fn with_shared(config: Config, shared: Shared) -> Result<Self, SetupError> {
         let config = Arc::new(config);
-        let ctx = Arc::new(ProbeContext::new(config.clone())?);
+        let ctx = Arc::new(ProbeContext::new(
+            config.clone(),
+            shared.revocation_cache.clone(),
+        )?);
         let versions = if config.versions.enabled {
             Some(VersionsSource::new(
                 config.versions.clone(),

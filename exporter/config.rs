@@ -178,6 +178,18 @@ pub struct RevocationConfig {
     /// Deadline of one CRL or OCSP fetch, within the probe's own deadline.
     #[serde(default = "default_revocation_fetch_timeout", with = "humantime_serde")]
     pub fetch_timeout: Duration,
+    /// A cached answer older than this is asked for again on the next probe
+    /// (and on every probe while that fails), so that a URL that stopped
+    /// answering is noticed long before the cached answer expires.
+    #[serde(
+        default = "default_revocation_recheck_interval",
+        with = "humantime_serde"
+    )]
+    pub recheck_interval: Duration,
+}
+
+fn default_revocation_recheck_interval() -> Duration {
+    Duration::from_secs(3600)
 }
 
 /// How the dns step resolves names.
@@ -364,6 +376,7 @@ impl Default for RevocationConfig {
             crl_max_bytes: default_crl_max_bytes(),
             max_cache_age: default_revocation_max_cache_age(),
             fetch_timeout: default_revocation_fetch_timeout(),
+            recheck_interval: default_revocation_recheck_interval(),
         }
     }
 }

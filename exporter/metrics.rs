@@ -331,6 +331,50 @@ fn render_proxies(f: &mut Families, snapshot: &Snapshot) {
     }
 }
 
+/// The per-URL series: one URL can serve answers for several certificates
+/// of a chain; it answered only if it answered for all of them, the answer
+/// relied on expires with the first of them, and its last success is the
+/// latest.
+fn render_revocation_urls(
+    fetch_success: &GaugeFamily,
+    valid_until: &GaugeFamily,
+    last_fetch: &GaugeFamily,
+    report: &ProbeReport,
+    observation: &crate::probe::revocation::RevocationObservation,
+) {
+    let mut urls: Vec<(crate::probe::revocation::Method, &str)> = observation
+        .checks
+        .iter()
+        .map(|check| (check.method, check.url.as_str()))
+        .collect();
+    urls.sort();
+    urls.dedup();
+    for (method, url) in urls {
+        let checks = || {
+            observation
+                .checks
+                .iter()
+                .filter(move |c| c.method == method && c.url == url)
+        };
+        let labels = || -> Labels {
+            vec![
+                ("server", report.server.clone()),
+                ("route", report.route.as_str().to_string()),
+                ("method", method.as_str().to_string()),
+                ("url", url.to_string()),
+            ]
+        };
+        let answered = checks().all(|c| c.fetch_ok);
+        set(fetch_success, labels(), if answered { 1.0 } else { 0.0 });
+        if let Some(until) = checks().filter_map(|c| c.valid_until).min() {
+            set(valid_until, labels(), seconds_since_epoch(until));
+        }
+        if let Some(at) = checks().filter_map(|c| c.last_fetch_success).max() {
+            set(last_fetch, labels(), seconds_since_epoch(at));
+        }
+    }
+}
+
 fn render_revocation(f: &mut Families, reports: &[ProbeReport]) {
     let success = f.gauge(
         "tetra_revocation_check_success",
@@ -344,6 +388,18 @@ fn render_revocation(f: &mut Families, reports: &[ProbeReport]) {
         "tetra_revocation_next_update_timestamp_seconds",
         "When the revocation answer expires (its nextUpdate)",
     );
+    let fetch_success = f.gauge(
+        "tetra_revocation_fetch_success",
+        "Whether the URL answered when last asked; it is asked on every probe once the cached answer is older than revocation.recheck_interval",
+    );
+    let valid_until = f.gauge(
+        "tetra_revocation_cache_valid_until_timestamp_seconds",
+        "When the revocation answer the exporter relies on from this URL expires; the update path fails then unless the URL answers again",
+    );
+    let last_fetch = f.gauge(
+        "tetra_revocation_last_fetch_success_timestamp_seconds",
+        "When the URL last gave a good answer",
+    );
     let duration = f.gauge(
         "tetra_revocation_duration_seconds",
         "From the request's start to the verified answer or the failure; 0 when served from the cache",
@@ -353,6 +409,13 @@ fn render_revocation(f: &mut Families, reports: &[ProbeReport]) {
         let Some(observation) = &report.revocation else {
             continue;
         };
+        render_revocation_urls(
+            &fetch_success,
+            &valid_until,
+            &last_fetch,
+            report,
+            observation,
+        );
         for check in &observation.checks {
             let labels = || -> Labels {
                 vec![

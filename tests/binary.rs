@@ -223,9 +223,14 @@ async fn scrape_passes_promtool_and_matches_golden() {
     }
     let golden = std::fs::read_to_string(&golden_path)
         .expect("tests/golden/healthy.prom (UPDATE_GOLDEN=1 writes it)");
-    assert_eq!(
-        normalized, golden,
-        "exposition differs from tests/golden/healthy.prom"
+    let missing: Vec<&str> = golden.lines().filter(|l| !normalized.contains(l)).collect();
+    let extra: Vec<&str> = normalized.lines().filter(|l| !golden.contains(l)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && normalized == golden,
+        "exposition differs from tests/golden/healthy.prom (UPDATE_GOLDEN=1 rewrites it)\n\
+         missing:\n{}\nunexpected:\n{}",
+        missing.join("\n"),
+        extra.join("\n")
     );
 }
 

@@ -1,5 +1,5 @@
 //! The revocation step against real loopback OCSP responders and CRL
-//! servers: every case of the issue must come out as the right step,
+//! servers: every case must come out as the right step,
 //! reason, status and timestamps.
 
 mod common;
@@ -304,16 +304,19 @@ async fn bad_answers_are_named() {
             crl_base(&text)
         ),
     )
-    .expect("next update of the stale CRL");
+    .unwrap_or_else(|| panic!("next update of the stale CRL\n{text}"));
     assert!((now_secs() - next - 86400.0).abs() < 120.0, "{next}");
 }
 
 /// The CRL server's base URL, as the scenario certificates name it.
 fn crl_base(text: &str) -> String {
-    let at = text.find("url=\"http://127.0.0.1:").expect("a url label");
-    let rest = &text[at + 5..];
-    let end = rest[7..].find('/').expect("path") + 7;
-    rest[..end].to_string()
+    text.split("url=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .find(|url| url.ends_with(".crl"))
+        .and_then(|url| url.rsplit_once('/'))
+        .map(|(base, _)| base.to_string())
+        .expect("a CRL url label")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,7 +362,7 @@ async fn a_second_probe_inside_next_update_asks_nobody() {
         .collect();
     assert_eq!(cached.len(), 4, "{second}");
     assert!(cached.iter().all(|l| l.ends_with(" 0.0")), "{cached:?}");
-    // OCSP answers expire in 60 minutes (openssl ocsp -nmin 60).
+    // OCSP answers expire in a day (openssl ocsp -nmin 1440).
     let next = second
         .lines()
         .find(|l| {
@@ -369,5 +372,120 @@ async fn a_second_probe_inside_next_update_asks_nobody() {
         .and_then(|l| l.rsplit_once(' '))
         .and_then(|(_, v)| v.parse::<f64>().ok())
         .expect("ocsp next update");
-    assert!((next - now_secs() - 3600.0).abs() < 120.0, "{next}");
+    assert!((next - now_secs() - 86400.0).abs() < 120.0, "{next}");
+}
+
+/// A CRL host that stops answering: the path lives on the cached CRL (as
+/// Windows does) and says until when; once that passes, the step fails
+/// with the revocation-offline reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_lives_on_the_cache_until_it_expires() {
+    use common::pki::{SHORT_CRL_PATH, SHORT_CRL_SECONDS};
+    let harness = Harness::start().await;
+    let name = "crl-short";
+    let started = now_secs();
+    let exporter = exporter(
+        &harness,
+        name,
+        "require",
+        "probe: {min_interval: 0s}\nrevocation: {recheck_interval: 0s, fetch_timeout: 1s}",
+    );
+
+    let text = scrape_with(&exporter).await;
+    assert_eq!(failure(&text, name), None, "{text}");
+    let url = format!("{}{SHORT_CRL_PATH}", crl_base(&text));
+    let series = |family: &str| format!("{family}{{{},method=\"crl\",url=\"{url}\"}}", base(name));
+    assert_eq!(
+        sample(&text, &series("tetra_revocation_fetch_success")),
+        Some(1.0)
+    );
+    let valid_until = sample(
+        &text,
+        &series("tetra_revocation_cache_valid_until_timestamp_seconds"),
+    )
+    .expect("valid until");
+    assert!(
+        (valid_until - started - SHORT_CRL_SECONDS as f64).abs() < 5.0,
+        "the CRL's nextUpdate: {valid_until} vs {started}"
+    );
+    let answered_at = sample(
+        &text,
+        &series("tetra_revocation_last_fetch_success_timestamp_seconds"),
+    )
+    .expect("last success");
+    let requests = harness.revocation.crl_count(SHORT_CRL_PATH);
+
+    // The host stops answering; the cached CRL is still valid.
+    harness
+        .revocation
+        .crl_offline
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..2 {
+        let text = scrape_with(&exporter).await;
+        assert_eq!(failure(&text, name), None, "lives on the cache\n{text}");
+        assert_eq!(
+            sample(&text, &series("tetra_revocation_fetch_success")),
+            Some(0.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &series("tetra_revocation_cache_valid_until_timestamp_seconds")
+            ),
+            Some(valid_until)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &series("tetra_revocation_last_fetch_success_timestamp_seconds")
+            ),
+            Some(answered_at),
+            "the last success stays"
+        );
+    }
+    assert!(
+        harness.revocation.crl_count(SHORT_CRL_PATH) > requests,
+        "the URL was asked again while the cache was valid"
+    );
+
+    // Past the cached CRL's expiry the update path fails, as Windows' does.
+    let wait = (valid_until - now_secs()).max(0.0) + 1.0;
+    tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+    let text = scrape_with(&exporter).await;
+    assert_eq!(
+        failure(&text, name),
+        Some("revocation/crl_unreachable".to_string()),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &series("tetra_revocation_fetch_success")),
+        Some(0.0)
+    );
+}
+
+/// The cache outlives a configuration reload: the reloaded exporter uses
+/// the answers the previous one fetched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_survives_a_reload() {
+    let harness = Harness::start().await;
+    let name = "crl-pem";
+    let first = exporter(&harness, name, "require", "");
+    let text = scrape_with(&first).await;
+    assert_eq!(failure(&text, name), None, "{text}");
+    let requests = harness.revocation.crl_count("/inter.pem.crl");
+
+    let yaml = harness.config_yaml(&entry(&harness, name, "require"), QUIET);
+    let reloaded = Exporter::with_shared(
+        Config::from_yaml(&yaml).expect("config"),
+        first.shared().clone(),
+    )
+    .expect("exporter");
+    let text = scrape_with(&reloaded).await;
+    assert_eq!(failure(&text, name), None, "{text}");
+    assert_eq!(
+        harness.revocation.crl_count("/inter.pem.crl"),
+        requests,
+        "the reloaded exporter asked nobody"
+    );
 }

@@ -226,10 +226,16 @@ pub enum ProbeSetupError {
 }
 
 impl ProbeContext {
-    /// Builds the shared parts; fails when a configured CA file is unusable.
-    pub fn new(config: Arc<Config>) -> Result<Self, ProbeSetupError> {
+    /// Builds the shared parts around a revocation cache that may come from
+    /// an earlier configuration; fails when a configured CA file is
+    /// unusable.
+    pub fn new(
+        config: Arc<Config>,
+        revocation_cache: Arc<revocation::cache::RevocationCache>,
+    ) -> Result<Self, ProbeSetupError> {
         let tls = tls::TlsContext::new(&config.tls)?;
-        let revocation = revocation::RevocationContext::new(config.revocation.clone())?;
+        let revocation =
+            revocation::RevocationContext::new(config.revocation.clone(), revocation_cache)?;
         Ok(ProbeContext {
             config,
             tls,

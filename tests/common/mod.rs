@@ -22,6 +22,7 @@
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod prometheus;
 pub mod proxies;
 
 use std::convert::Infallible;
@@ -131,14 +132,18 @@ impl Harness {
         let silent_dns = silent.local_addr().expect("addr");
 
         let mut children = revocation_children;
-        let dns_port = free_udp_port();
-        children.push(start_dnsmasq(dir.path(), dns_port));
-        let unbound_port = free_udp_port();
-        children.push(start_unbound(dir.path(), unbound_port, dns_port));
+        let (dnsmasq, dns_port) = start_dns_server(&format!("good.{ZONE}"), |port| {
+            start_dnsmasq(dir.path(), port)
+        })
+        .await;
+        children.push(dnsmasq);
+        let (unbound, unbound_port) = start_dns_server("x.sf.test", |port| {
+            start_unbound(dir.path(), port, dns_port)
+        })
+        .await;
+        children.push(unbound);
         let dns = SocketAddr::from((Ipv4Addr::LOCALHOST, dns_port));
         let servfail_dns = SocketAddr::from((Ipv4Addr::LOCALHOST, unbound_port));
-        wait_for_dns(dns, &format!("good.{ZONE}")).await;
-        wait_for_dns(servfail_dns, "x.sf.test").await;
 
         let versions =
             std::fs::read(shared_fixture("versions/versions.id")).expect("versions fixture");
@@ -267,30 +272,42 @@ pub fn spawn(name: &'static str, command: &mut Command) -> ChildGuard {
     ChildGuard { name, child }
 }
 
-/// Waits until a DNS server answers a query for `name` (any answer).
-async fn wait_for_dns(server: SocketAddr, name: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let probe = tetra_exporter::probe::dns::resolve(
-            name,
-            Some(server),
-            tokio::time::Instant::now() + Duration::from_millis(300),
-        )
-        .await;
-        let answered = !matches!(
-            probe,
-            Err(tetra_exporter::probe::dns::DnsStepError::Timeout { .. })
-                | Err(tetra_exporter::probe::dns::DnsStepError::Resolver { .. })
-        );
-        if answered {
-            return;
+/// Starts a DNS server on a free port and waits until it answers a query
+/// for `name` (any answer). A port picked free can be taken again before the
+/// server binds it (other tests' resolvers open UDP sockets all the time),
+/// so a server that does not come up is started again on another port.
+async fn start_dns_server(name: &str, start: impl Fn(u16) -> ChildGuard) -> (ChildGuard, u16) {
+    for _attempt in 0..5 {
+        let port = free_udp_port();
+        let mut child = start(port);
+        let server = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline {
+            if matches!(child.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            let probe = tetra_exporter::probe::dns::resolve(
+                name,
+                Some(server),
+                tokio::time::Instant::now() + Duration::from_millis(300),
+            )
+            .await;
+            let answered = !matches!(
+                probe,
+                Err(tetra_exporter::probe::dns::DnsStepError::Timeout { .. })
+                    | Err(tetra_exporter::probe::dns::DnsStepError::Resolver { .. })
+            );
+            if answered {
+                return (child, port);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "DNS server {server} did not start"
+        eprintln!(
+            "{} did not answer on port {port}; trying another port",
+            child.name
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    panic!("the DNS server for {name} did not start");
 }
 
 struct Certs {

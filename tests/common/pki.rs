@@ -16,11 +16,10 @@
 //! - One TLS server per revocation scenario, named `NAME.rev.tetra.test`.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -82,10 +81,23 @@ enum Crl {
     Forged,
     Huge,
     Garbage,
+    /// The intermediate's CRL with a nextUpdate [`SHORT_CRL_SECONDS`] after
+    /// the harness started, at a path the harness can take offline.
+    ShortLived,
+    /// The intermediate's CRL, valid for a day, at a path the harness can
+    /// take offline.
+    Outage,
 }
 
+/// How long the short-lived CRL is valid after the harness starts.
+pub const SHORT_CRL_SECONDS: u64 = 8;
+
+/// The CRL paths that [`RevocationServers::crl_offline`] takes down.
+pub const SHORT_CRL_PATH: &str = "/short.crl";
+pub const OUTAGE_CRL_PATH: &str = "/outage.crl";
+
 /// The scenarios: name, OCSP, CRL, issued by the revoked intermediate.
-const SCENARIOS: [(&str, Ocsp, Crl, bool); 14] = [
+const SCENARIOS: [(&str, Ocsp, Crl, bool); 16] = [
     ("ocsp-revoked", Ocsp::Revoked, Crl::None, false),
     ("crl-revoked", Ocsp::None, Crl::Revoked, false),
     ("inter-revoked", Ocsp::None, Crl::Good, true),
@@ -100,6 +112,8 @@ const SCENARIOS: [(&str, Ocsp, Crl, bool); 14] = [
     ("garbage", Ocsp::Garbage, Crl::Garbage, false),
     ("no-urls", Ocsp::None, Crl::None, false),
     ("crl-pem", Ocsp::None, Crl::Pem, false),
+    ("crl-short", Ocsp::None, Crl::ShortLived, false),
+    ("crl-outage", Ocsp::None, Crl::Outage, false),
 ];
 
 /// A certificate issued by the test PKI, for the responders' index files
@@ -150,6 +164,9 @@ pub struct RevocationServers {
     pub ocsp_root_requests: Arc<AtomicUsize>,
     /// Connections to the intermediate's OCSP responder.
     pub ocsp_inter_requests: Arc<AtomicUsize>,
+    /// While set, the CRL server answers no request for [`SHORT_CRL_PATH`]
+    /// or [`OUTAGE_CRL_PATH`], as a blocked host does.
+    pub crl_offline: Arc<AtomicBool>,
 }
 
 impl RevocationServers {
@@ -338,6 +355,8 @@ impl Pki {
                 Crl::Stale => Some(format!("{base}/stale.crl")),
                 Crl::Forged => Some(format!("{base}/forged.crl")),
                 Crl::Huge => Some(format!("{base}/huge.crl")),
+                Crl::ShortLived => Some(format!("{base}{SHORT_CRL_PATH}")),
+                Crl::Outage => Some(format!("{base}{OUTAGE_CRL_PATH}")),
                 Crl::Garbage => Some(format!("{base}/garbage")),
             };
             add_urls(&mut params, ocsp_url.as_deref(), crl_url.as_deref());
@@ -366,7 +385,13 @@ impl Pki {
 
         let crls = self.crls();
         let crl_requests = Arc::new(Mutex::new(HashMap::new()));
-        serve_crls(self.crl_listener, crls, crl_requests.clone());
+        let crl_offline = Arc::new(AtomicBool::new(false));
+        serve_crls(
+            self.crl_listener,
+            crls,
+            crl_requests.clone(),
+            crl_offline.clone(),
+        );
 
         let mut children = Vec::new();
         let write = |name: &str, contents: &[u8]| -> PathBuf {
@@ -453,7 +478,7 @@ impl Pki {
                 .arg(key)
                 .arg("-CA")
                 .arg(ca)
-                .args(["-nmin", "60", "-ignore_err"]);
+                .args(["-nmin", "1440", "-ignore_err"]);
             children.push(start_responder(&mut command));
             relay(listener, port, counter);
         }
@@ -467,6 +492,7 @@ impl Pki {
             RevocationServers {
                 ports,
                 crl_requests,
+                crl_offline,
                 ocsp_root_requests,
                 ocsp_inter_requests,
             },
@@ -521,6 +547,7 @@ impl Pki {
             .signed_by(&self.intermediate)
             .expect("crl");
         crls.insert("/inter.pem.crl", Bytes::from(inter.pem().expect("pem")));
+        crls.insert(OUTAGE_CRL_PATH, der(inter.clone()));
         crls.insert("/inter.crl", der(inter));
         crls.insert(
             "/inter2.crl",
@@ -531,6 +558,16 @@ impl Pki {
             der(list(
                 now() - Duration::from_secs(2 * 86400),
                 now() - Duration::from_secs(86400),
+                Vec::new(),
+            )
+            .signed_by(&self.intermediate)
+            .expect("crl")),
+        );
+        crls.insert(
+            SHORT_CRL_PATH,
+            der(list(
+                now() - Duration::from_secs(60),
+                now() + Duration::from_secs(SHORT_CRL_SECONDS),
                 Vec::new(),
             )
             .signed_by(&self.intermediate)
@@ -629,15 +666,21 @@ fn serve_crls(
     listener: TcpListener,
     crls: HashMap<&'static str, Bytes>,
     counts: Arc<Mutex<HashMap<String, usize>>>,
+    offline: Arc<AtomicBool>,
 ) {
     let crls = Arc::new(crls);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let crls = crls.clone();
             let counts = counts.clone();
+            let offline = offline.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                     let path = request.uri().path().to_string();
+                    // Taken offline, these CRLs' requests get no
+                    // answer: hyper closes the connection on the error.
+                    let unanswered = offline.load(Ordering::SeqCst)
+                        && (path == SHORT_CRL_PATH || path == OUTAGE_CRL_PATH);
                     if let Ok(mut counts) = counts.lock() {
                         *counts.entry(path.clone()).or_insert(0) += 1;
                     }
@@ -658,7 +701,13 @@ fn serve_crls(
                             None => super::full(404, "no such CRL\n"),
                         },
                     };
-                    async move { Ok::<hyper::Response<BoxedBody>, Infallible>(response) }
+                    async move {
+                        if unanswered {
+                            Err(std::io::Error::other("CRL host offline"))
+                        } else {
+                            Ok::<hyper::Response<BoxedBody>, std::io::Error>(response)
+                        }
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)

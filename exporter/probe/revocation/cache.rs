@@ -1,14 +1,21 @@
-//! The revocation answer cache, shared by every probe of one configuration.
+//! The revocation answer cache, shared by every probe and kept across
+//! configuration reloads (it is lost on restart).
 //!
 //! One entry per method, URL and certificate (issuer key and serial): the
-//! last good, verified answer, when it was fetched, and until when it may be
-//! used: its nextUpdate, never later than `revocation.max_cache_age` after
-//! the fetch. An answer without a nextUpdate is not kept. The cache holds at
-//! most [`MAX_ENTRIES`] entries; when full, expired entries go first, then
-//! the one that expires soonest.
+//! last good, verified answer, when it was fetched, until when it may be
+//! relied on (its nextUpdate, never later than `revocation.max_cache_age`
+//! after the fetch), and how the last attempt to fetch it went.
 //!
-//! Entries are keyed per URL so that what was last heard from each URL, and
-//! when, can be told apart; the cache does not record failed fetches.
+//! An entry is *fresh* while its last fetch succeeded less than
+//! `revocation.recheck_interval` ago and it is still valid: it is then used
+//! without asking the URL. Otherwise the URL is asked; when that fails, a
+//! still valid answer is used all the same (as Windows uses its cached CRLs
+//! and OCSP answers), and the failure is recorded so that the exporter can
+//! say the path is living on its cache, and until when.
+//!
+//! At most [`MAX_ENTRIES`] entries are held; when full, expired entries go
+//! first, then the one that expires soonest. An answer without a nextUpdate
+//! is not kept.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -31,50 +38,50 @@ pub struct CacheKey {
     pub serial: Vec<u8>,
 }
 
-/// The last good answer from one URL about one certificate.
+/// The last good answer from one URL about one certificate, and how the
+/// last attempt to renew it went.
 #[derive(Debug, Clone)]
 pub struct CacheEntry {
     pub answer: Answer,
-    /// When the answer was fetched (the URL's last successful fetch).
+    /// When the answer was fetched: the URL's last successful fetch.
     pub fetched_at: SystemTime,
-    /// When the entry stops being used.
+    /// Until when the answer may be relied on.
     pub valid_until: SystemTime,
+    /// Whether the last attempt to fetch from the URL succeeded.
+    pub last_attempt_ok: bool,
 }
 
-/// Good answers, shared across probes.
+impl CacheEntry {
+    /// Usable without asking the URL at `now`.
+    pub fn is_fresh(&self, now: SystemTime, recheck_interval: Duration) -> bool {
+        self.last_attempt_ok && now < self.valid_until && now < self.fetched_at + recheck_interval
+    }
+
+    /// Still valid at `now`, whatever the last attempt said.
+    pub fn is_valid(&self, now: SystemTime) -> bool {
+        now < self.valid_until
+    }
+}
+
+/// Good answers, shared across probes and configurations.
+#[derive(Default)]
 pub struct RevocationCache {
-    max_age: Duration,
     entries: Mutex<HashMap<CacheKey, CacheEntry>>,
 }
 
 impl RevocationCache {
-    /// An empty cache whose entries live at most `max_age`.
-    pub fn new(max_age: Duration) -> Self {
-        RevocationCache {
-            max_age,
-            entries: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The cached answer for `key`, when it is still valid at `now`.
-    pub fn get(&self, key: &CacheKey, now: SystemTime) -> Option<Answer> {
-        let entries = self.entries.lock().ok()?;
-        let entry = entries.get(key)?;
-        (now < entry.valid_until).then(|| entry.answer.clone())
-    }
-
     /// The entry for `key`, valid or not.
     pub fn entry(&self, key: &CacheKey) -> Option<CacheEntry> {
         self.entries.lock().ok()?.get(key).cloned()
     }
 
-    /// Keeps a good answer fetched at `now`; an answer without a nextUpdate,
-    /// or one that is already expired, is not kept.
-    pub fn put(&self, key: CacheKey, answer: Answer, now: SystemTime) {
+    /// Keeps a good answer fetched at `now`, relied on at most `max_age`;
+    /// an answer without a nextUpdate, or already expired, is not kept.
+    pub fn put(&self, key: CacheKey, answer: Answer, now: SystemTime, max_age: Duration) {
         let Some(next_update) = answer.next_update else {
             return;
         };
-        let valid_until = next_update.min(now + self.max_age);
+        let valid_until = next_update.min(now + max_age);
         if valid_until <= now {
             return;
         }
@@ -99,8 +106,18 @@ impl RevocationCache {
                 answer,
                 fetched_at: now,
                 valid_until,
+                last_attempt_ok: true,
             },
         );
+    }
+
+    /// Records that fetching `key` failed; the answer held stays as it is.
+    pub fn record_failure(&self, key: &CacheKey) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if let Some(entry) = entries.get_mut(key) {
+                entry.last_attempt_ok = false;
+            }
+        }
     }
 
     /// Number of entries held.
@@ -118,6 +135,8 @@ impl RevocationCache {
 mod tests {
     use super::super::CertStatus;
     use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
 
     fn key(n: usize) -> CacheKey {
         CacheKey {
@@ -137,37 +156,55 @@ mod tests {
     }
 
     #[test]
-    fn kept_until_next_update_bounded_by_max_age() {
-        let hour = Duration::from_secs(3600);
+    fn valid_until_next_update_bounded_by_max_age() {
         let now = SystemTime::now();
-        let cache = RevocationCache::new(2 * hour);
+        let cache = RevocationCache::default();
 
-        cache.put(key(1), good(Some(now + hour)), now);
-        assert!(cache.get(&key(1), now + hour / 2).is_some());
-        assert!(cache.get(&key(1), now + hour).is_none());
+        cache.put(key(1), good(Some(now + HOUR)), now, 2 * HOUR);
+        let entry = cache.entry(&key(1)).expect("kept");
+        assert!(entry.is_valid(now + HOUR / 2));
+        assert!(!entry.is_valid(now + HOUR));
 
-        cache.put(key(2), good(Some(now + 10 * hour)), now);
-        assert!(cache.get(&key(2), now + hour).is_some());
-        assert!(cache.get(&key(2), now + 3 * hour).is_none());
+        cache.put(key(2), good(Some(now + 10 * HOUR)), now, 2 * HOUR);
+        let entry = cache.entry(&key(2)).expect("kept");
+        assert!(entry.is_valid(now + HOUR));
+        assert!(!entry.is_valid(now + 3 * HOUR));
 
-        cache.put(key(3), good(None), now);
-        assert!(cache.get(&key(3), now).is_none());
+        cache.put(key(3), good(None), now, 2 * HOUR);
+        assert!(cache.entry(&key(3)).is_none());
+    }
+
+    #[test]
+    fn fresh_until_the_recheck_interval_or_a_failure() {
+        let now = SystemTime::now();
+        let cache = RevocationCache::default();
+        cache.put(key(1), good(Some(now + 10 * HOUR)), now, 24 * HOUR);
+
+        let entry = cache.entry(&key(1)).expect("kept");
+        assert!(entry.is_fresh(now + HOUR / 2, HOUR));
+        assert!(!entry.is_fresh(now + HOUR, HOUR), "due for a recheck");
+
+        cache.record_failure(&key(1));
+        let entry = cache.entry(&key(1)).expect("kept");
+        assert!(!entry.is_fresh(now, HOUR), "a failed recheck is retried");
+        assert!(
+            entry.is_valid(now + 2 * HOUR),
+            "and the answer is still relied on"
+        );
+        assert_eq!(entry.fetched_at, now, "the last success stays");
     }
 
     #[test]
     fn bounded_in_entries() {
         let now = SystemTime::now();
-        let cache = RevocationCache::new(Duration::from_secs(3600));
+        let cache = RevocationCache::default();
         for n in 0..MAX_ENTRIES + 10 {
-            cache.put(
-                key(n),
-                good(Some(now + Duration::from_secs(60 + n as u64))),
-                now,
-            );
+            let next = now + Duration::from_secs(60 + n as u64);
+            cache.put(key(n), good(Some(next)), now, HOUR);
         }
         assert_eq!(cache.len(), MAX_ENTRIES);
         // The soonest to expire went first.
-        assert!(cache.get(&key(0), now).is_none());
-        assert!(cache.get(&key(MAX_ENTRIES + 9), now).is_some());
+        assert!(cache.entry(&key(0)).is_none());
+        assert!(cache.entry(&key(MAX_ENTRIES + 9)).is_some());
     }
 }

@@ -29,6 +29,7 @@ pub mod cache;
 pub mod crl;
 pub mod ocsp;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use der::Encode;
@@ -107,7 +108,7 @@ impl RevocationError {
 }
 
 /// How a status was asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Method {
     Ocsp,
     Crl,
@@ -173,10 +174,20 @@ pub struct RevocationCheck {
     /// The answer's nextUpdate, also when it was too old to be used.
     pub next_update: Option<SystemTime>,
     /// From the request's start to the verified answer or the failure; zero
-    /// when served from the cache.
+    /// when served from the cache without asking the URL.
     pub duration: Duration,
     /// Whether the answer came from the cache.
     pub cached: bool,
+    /// Whether the URL answered when it was last asked: on this probe when
+    /// the cache was not fresh, else on the fetch the cached answer came from.
+    pub fetch_ok: bool,
+    /// Why the URL did not answer on this probe, when it did not but a
+    /// cached answer was still valid and used instead.
+    pub fetch_error: Option<RevocationError>,
+    /// Until when the answer relied on may be used; `None` without one.
+    pub valid_until: Option<SystemTime>,
+    /// When the URL last gave a good answer for this certificate.
+    pub last_fetch_success: Option<SystemTime>,
 }
 
 /// What the revocation step saw.
@@ -186,20 +197,23 @@ pub struct RevocationObservation {
 }
 
 /// What every probe's revocation step shares: the limits, the direct HTTP
-/// client and the answer cache.
+/// client and the answer cache (which outlives the configuration).
 pub struct RevocationContext {
     pub config: RevocationConfig,
     /// The client for the direct route: no proxy, whatever the environment
     /// says.
     pub direct_client: reqwest::Client,
-    pub cache: RevocationCache,
+    pub cache: Arc<RevocationCache>,
 }
 
 impl RevocationContext {
-    /// Builds the direct client once.
-    pub fn new(config: RevocationConfig) -> Result<Self, reqwest::Error> {
+    /// Builds the direct client once, around a cache that may come from an
+    /// earlier configuration.
+    pub fn new(
+        config: RevocationConfig,
+        cache: Arc<RevocationCache>,
+    ) -> Result<Self, reqwest::Error> {
         let direct_client = super::proxy::http_client(None)?;
-        let cache = RevocationCache::new(config.max_cache_age);
         Ok(RevocationContext {
             config,
             direct_client,
@@ -366,12 +380,23 @@ async fn one_check(
         next_update: None,
         duration: Duration::ZERO,
         cached: false,
+        fetch_ok: false,
+        fetch_error: None,
+        valid_until: None,
+        last_fetch_success: None,
     };
-    if let Some(answer) = ctx.cache.get(&key, SystemTime::now()) {
-        check.next_update = answer.next_update;
-        check.outcome = Ok(answer);
-        check.cached = true;
-        return check;
+
+    let cached = ctx.cache.entry(&key);
+    if let Some(entry) = &cached {
+        check.last_fetch_success = Some(entry.fetched_at);
+        if entry.is_fresh(SystemTime::now(), ctx.config.recheck_interval) {
+            check.next_update = entry.answer.next_update;
+            check.valid_until = Some(entry.valid_until);
+            check.outcome = Ok(entry.answer.clone());
+            check.cached = true;
+            check.fetch_ok = true;
+            return check;
+        }
     }
 
     let began = Instant::now();
@@ -399,10 +424,39 @@ async fn one_check(
         .unwrap_or((Err(RevocationError::Timeout), None));
     check.duration = began.elapsed();
     check.next_update = next_update;
-    if let Ok(answer) = &outcome {
-        ctx.cache.put(key, answer.clone(), SystemTime::now());
+
+    let now = SystemTime::now();
+    match outcome {
+        Ok(answer) => {
+            ctx.cache
+                .put(key.clone(), answer.clone(), now, ctx.config.max_cache_age);
+            check.fetch_ok = true;
+            check.last_fetch_success = Some(now);
+            check.valid_until = ctx.cache.entry(&key).map(|entry| entry.valid_until);
+            check.outcome = Ok(answer);
+        }
+        Err(error) => {
+            ctx.cache.record_failure(&key);
+            match cached.filter(|entry| entry.is_valid(now)) {
+                // The URL stopped answering but the answer held is still
+                // valid: the path lives on its cache, as Windows' does.
+                Some(entry) => {
+                    tracing::info!(
+                        url,
+                        reason = error.reason(),
+                        valid_until = %humantime::format_rfc3339_seconds(entry.valid_until),
+                        "revocation URL not answering; relying on the cached answer"
+                    );
+                    check.next_update = entry.answer.next_update;
+                    check.valid_until = Some(entry.valid_until);
+                    check.outcome = Ok(entry.answer);
+                    check.cached = true;
+                    check.fetch_error = Some(error);
+                }
+                None => check.outcome = Err(error),
+            }
+        }
     }
-    check.outcome = outcome;
     check
 }
 
@@ -559,6 +613,10 @@ mod tests {
             next_update: None,
             duration: Duration::ZERO,
             cached: false,
+            fetch_ok: true,
+            fetch_error: None,
+            valid_until: None,
+            last_fetch_success: None,
         }
     }
 
