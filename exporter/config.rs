@@ -501,8 +501,20 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
 impl Config {
     /// Parses and validates a YAML document.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
-        let mut config: Config =
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        // No source snippet in errors: the lines around a mistake can hold a
+        // password, and errors reach logs. The field's path is named instead.
+        let options = serde_saphyr::options! { with_snippet: false };
+        let mut path = String::new();
+        let parsed = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+            serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
+                path = e.path().to_string();
+                e.into_inner()
+            })
+        });
+        let mut config = parsed.map_err(|e| match path.as_str() {
+            "" | "." => ConfigError::Syntax(e.to_string()),
+            field => ConfigError::Syntax(format!("{field}: {e}")),
+        })?;
         config.validate()?;
         config.proxy.resolved_password = config.proxy.read_password()?;
         Ok(config)
@@ -872,6 +884,15 @@ mod tests {
                 "{yaml:?} gave {message:?}, which does not name {field}"
             );
         }
+    }
+
+    #[test]
+    fn errors_quote_no_line_of_the_file() {
+        let error = Config::from_yaml("proxy:\n  password: \"hunter2-secret\"\n  bogus: x\n")
+            .expect_err("unknown key");
+        let message = error.to_string();
+        assert!(message.contains("bogus"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
     }
 
     #[test]

@@ -66,8 +66,8 @@ fn main() -> ExitCode {
     match run(flags) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            // Logged on standard error, like every other line.
             tracing::error!("{error:#}");
-            eprintln!("tetra-exporter: {error:#}");
             ExitCode::FAILURE
         }
     }

@@ -402,11 +402,19 @@ async fn probe_response(request: &Request<Incoming>, app: &App) -> Response<Body
     }
 
     let deadline = request_deadline(request, &exporter);
-    let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, app.probe_slots.acquire()).await else {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many probes running; try again\n".to_string(),
-        );
+    let budget = deadline.saturating_duration_since(Instant::now());
+    let acquired = tokio::time::timeout_at(deadline, app.probe_slots.acquire()).await;
+    // A probe left with less than half its time after waiting for a slot
+    // would fail for want of time, and name a step that is not at fault.
+    let enough_left = deadline.saturating_duration_since(Instant::now()) >= budget / 2;
+    let _permit = match acquired {
+        Ok(Ok(permit)) if enough_left => permit,
+        _ => {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many probes running; try again\n".to_string(),
+            )
+        }
     };
     match exporter
         .probe_on_demand(&host, port, module, deadline)

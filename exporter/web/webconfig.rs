@@ -79,8 +79,10 @@ impl WebConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        let file: WebConfigFile =
-            serde_saphyr::from_str(&text).map_err(|e| WebConfigError::Syntax(e.to_string()))?;
+        // No source snippet in errors: hashes stay out of logs.
+        let options = serde_saphyr::options! { with_snippet: false };
+        let file: WebConfigFile = serde_saphyr::from_str_with_options(&text, options)
+            .map_err(|e| WebConfigError::Syntax(e.to_string()))?;
 
         for (user, hash) in &file.basic_auth_users {
             // A hash that does not parse would reject every request for the

@@ -22,6 +22,7 @@
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod process;
 pub mod prometheus;
 pub mod proxies;
 
