@@ -549,22 +549,7 @@ impl Config {
                     "must be between 1 and 65535",
                 ));
             }
-            if !server.path.starts_with('/') || server.path.parse::<http::Uri>().is_err() {
-                return Err(ConfigError::invalid(
-                    field("path"),
-                    format!("{:?} is not an absolute path", server.path),
-                ));
-            }
-            if let Some(code) = server
-                .valid_status_codes
-                .iter()
-                .find(|c| !(100..=599).contains(*c))
-            {
-                return Err(ConfigError::invalid(
-                    field("valid_status_codes"),
-                    format!("{code} is not an HTTP status code"),
-                ));
-            }
+            check_download(&field, &server.path, &server.valid_status_codes)?;
             if self.servers[..i]
                 .iter()
                 .any(|s| s.host == server.host && s.port == server.port)
@@ -614,22 +599,7 @@ impl Config {
                     "module names are letters, digits, '_' and '-'",
                 ));
             }
-            if !module.path.starts_with('/') || module.path.parse::<http::Uri>().is_err() {
-                return Err(ConfigError::invalid(
-                    field("path"),
-                    format!("{:?} is not an absolute path", module.path),
-                ));
-            }
-            if let Some(code) = module
-                .valid_status_codes
-                .iter()
-                .find(|c| !(100..=599).contains(*c))
-            {
-                return Err(ConfigError::invalid(
-                    field("valid_status_codes"),
-                    format!("{code} is not an HTTP status code"),
-                ));
-            }
+            check_download(&field, &module.path, &module.valid_status_codes)?;
         }
         for (i, entry) in self.allowed_targets.iter().enumerate() {
             let (pattern, _) = split_entry(entry.trim());
@@ -757,6 +727,31 @@ pub fn parse_proxy_url(text: &str) -> Result<(String, u16), String> {
         None => return Err("no host".to_string()),
     };
     Ok((host, url.port_or_known_default().unwrap_or(80)))
+}
+
+/// The download settings a server and a module share: an absolute path and
+/// real HTTP status codes. `field` names a key below the entry.
+fn check_download(
+    field: &dyn Fn(&str) -> String,
+    path: &str,
+    valid_status_codes: &[u16],
+) -> Result<(), ConfigError> {
+    if !path.starts_with('/') || path.parse::<http::Uri>().is_err() {
+        return Err(ConfigError::invalid(
+            field("path"),
+            format!("{path:?} is not an absolute path"),
+        ));
+    }
+    if let Some(code) = valid_status_codes
+        .iter()
+        .find(|c| !(100..=599).contains(*c))
+    {
+        return Err(ConfigError::invalid(
+            field("valid_status_codes"),
+            format!("{code} is not an HTTP status code"),
+        ));
+    }
+    Ok(())
 }
 
 fn parse_dns_server(text: &str) -> Option<SocketAddr> {

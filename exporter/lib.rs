@@ -6,7 +6,7 @@
 //!
 //! - [`config`]: the YAML configuration, its defaults and its validation.
 //! - [`probe`]: the probe chain, one module per step (dns, connect, proxy,
-//!   tls, download), run in order under one deadline.
+//!   tls, revocation, download), run in order under one deadline.
 //! - [`connector`]: the connector's own files (`local.xml`, `policy.xml`).
 //! - [`definitions`]: the newest published definition version and the lag.
 //! - [`targets`]: which servers to probe over which route (config, policy,

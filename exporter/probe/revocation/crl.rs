@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 use x509_parser::certificate::X509Certificate;
 
-use super::{check_freshness, read_capped, Answer, CertStatus, IssuerKey, RevocationError};
+use super::{check_freshness, fetch_capped, Answer, CertStatus, IssuerKey, RevocationError};
 
 /// Fetches the CRL at `url` and answers for `cert`. The second value is the
 /// list's nextUpdate whenever the list could be read, even when stale.
@@ -38,21 +38,7 @@ async fn fetch(
     deadline: Instant,
 ) -> Result<Vec<u8>, RevocationError> {
     let unreachable = |detail: String| RevocationError::CrlUnreachable(format!("{url}: {detail}"));
-    let work = async {
-        let response = client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(unreachable(format!("HTTP {}", status.as_u16())));
-        }
-        read_capped(response, max_bytes, unreachable).await
-    };
-    tokio::time::timeout_at(deadline, work)
-        .await
-        .unwrap_or(Err(RevocationError::Timeout))
+    fetch_capped(client.get(url), max_bytes, unreachable, deadline).await
 }
 
 /// Verifies a fetched list and looks `cert` up in it, at `now`.

@@ -578,6 +578,31 @@ pub(crate) fn check_freshness(
 }
 
 /// Reads a response body up to `limit` bytes.
+/// Sends `request`, and reads a 2xx answer's body up to `limit` bytes, by
+/// `deadline`. Network failures and other statuses become `unreachable`'s
+/// error (the method decides which: responder or CRL).
+pub(crate) async fn fetch_capped(
+    request: reqwest::RequestBuilder,
+    limit: u64,
+    unreachable: impl Fn(String) -> RevocationError,
+    deadline: TokioInstant,
+) -> Result<Vec<u8>, RevocationError> {
+    let work = async {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(unreachable(format!("HTTP {}", status.as_u16())));
+        }
+        read_capped(response, limit, &unreachable).await
+    };
+    tokio::time::timeout_at(deadline, work)
+        .await
+        .unwrap_or(Err(RevocationError::Timeout))
+}
+
 pub(crate) async fn read_capped(
     mut response: reqwest::Response,
     limit: u64,

@@ -21,7 +21,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::{AlgorithmIdentifier, SubjectPublicKeyInfo};
 
-use super::{check_freshness, read_capped, Answer, CertStatus, IssuerKey, RevocationError};
+use super::{check_freshness, fetch_capped, Answer, CertStatus, IssuerKey, RevocationError};
 
 /// Largest OCSP response read; real ones are a few kilobytes.
 pub const MAX_RESPONSE_BYTES: u64 = 1024 * 1024;
@@ -84,24 +84,12 @@ async fn post(
 ) -> Result<Vec<u8>, RevocationError> {
     let unreachable =
         |detail: String| RevocationError::ResponderUnreachable(format!("{url}: {detail}"));
-    let work = async {
-        let response = client
-            .post(url)
-            .header(http::header::CONTENT_TYPE, "application/ocsp-request")
-            .header(http::header::ACCEPT, "application/ocsp-response")
-            .body(request)
-            .send()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(unreachable(format!("HTTP {}", status.as_u16())));
-        }
-        read_capped(response, MAX_RESPONSE_BYTES, unreachable).await
-    };
-    tokio::time::timeout_at(deadline, work)
-        .await
-        .unwrap_or(Err(RevocationError::Timeout))
+    let request = client
+        .post(url)
+        .header(http::header::CONTENT_TYPE, "application/ocsp-request")
+        .header(http::header::ACCEPT, "application/ocsp-response")
+        .body(request);
+    fetch_capped(request, MAX_RESPONSE_BYTES, unreachable, deadline).await
 }
 
 /// Verifies a response and takes the answer for `cert_id` from it, at
