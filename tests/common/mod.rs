@@ -21,6 +21,7 @@
 
 #![allow(dead_code)]
 
+pub mod exporter;
 pub mod pki;
 pub mod prometheus;
 pub mod proxies;
