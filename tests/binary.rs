@@ -4,62 +4,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::exporter::{start, BINARY};
 use common::{sample, shared_fixture, Harness, ZONE};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_tetra-exporter");
-
-/// The exporter process, killed when dropped.
-struct Running {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the binary on an ephemeral port and waits for its `listening`
-/// log line.
-fn start(config: &Path) -> Running {
-    let mut child = Command::new(BINARY)
-        .arg(format!("--config.file={}", config.display()))
-        .arg("--web.listen-address=127.0.0.1:0")
-        .arg("--log.level=debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start exporter");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("message=listening address=").nth(1) {
-                let address = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                let _ = tx.send(address);
-            }
-        }
-    });
-    let address = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("exporter logged its address");
-    Running {
-        child,
-        base: format!("http://{address}"),
-    }
-}
 
 fn which(binary: &str) -> String {
     for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {

@@ -21,6 +21,7 @@
 
 #![allow(dead_code)]
 
+pub mod exporter;
 pub mod pki;
 pub mod process;
 pub mod prometheus;
