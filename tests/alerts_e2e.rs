@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::prometheus::{
     alerts_dir, binary, files_ending, rule_files, rule_groups, shortened_rules, start_alertmanager,
-    start_prometheus, start_webhook, string_map, Exporter, Target,
+    start_prometheus, start_webhook, string_map, Target,
 };
 use common::{shared_fixture, Harness, ZONE};
 
@@ -567,7 +567,7 @@ async fn alerts_fire_end_to_end_and_dashboard_queries_run() {
             ),
         );
         let config = harness.write(&format!("{}.yml", scenario.name), yaml.as_bytes());
-        let exporter = Exporter::start(&config);
+        let exporter = common::process::start(&config);
         targets.push(Target {
             scenario: scenario.name,
             address: exporter.address.clone(),

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::exporter::{start, BINARY};
+use common::process::{start, BINARY};
 use common::{sample, shared_fixture, Harness, ZONE};
 
 fn which(binary: &str) -> String {

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::proxies::{start_ntlm_only, start_squid, start_tinyproxy, PROXY_PASSWORD, PROXY_USER};
@@ -484,50 +482,20 @@ async fn the_password_reaches_no_log_and_no_metric() {
             ),
         );
         let config = harness.write("config.yml", yaml.as_bytes());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tetra-exporter"))
-            .arg(format!("--config.file={}", config.display()))
-            .arg("--web.listen-address=127.0.0.1:0")
-            .arg("--log.level=debug")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("https_proxy")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start exporter");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let mut all = String::new();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("message=listening address=").nth(1) {
-                    let _ = tx.send(
-                        rest.split_whitespace()
-                            .next()
-                            .unwrap_or_default()
-                            .to_string(),
-                    );
-                }
-                all.push_str(&line);
-                all.push('\n');
-            }
-            all
-        });
-        let address = rx.recv_timeout(Duration::from_secs(20)).expect("address");
+        let mut exporter = common::process::start(&config);
         let text = reqwest::Client::builder()
             .no_proxy()
             .build()
             .expect("client")
-            .get(format!("http://{address}/metrics"))
+            .get(format!("{}/metrics", exporter.base))
             .send()
             .await
             .expect("scrape")
             .text()
             .await
             .expect("body");
-        let _ = child.kill();
-        let _ = child.wait();
-        let logs = reader.join().expect("logs");
+        exporter.stop();
+        let logs = exporter.logs();
 
         assert!(text.contains("tetra_probe_success{"), "{text}");
         assert!(logs.contains("probe"), "debug logs were captured: {logs}");

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::exporter::start;
+use common::process::start;
 use common::{shared_fixture, which, Harness, ZONE};
 
 /// The inline proxy password: configured, never used, never shown.
@@ -450,7 +450,7 @@ async fn status_page_and_debug_view_in_headless_chromium() {
         "not an exposition:\n{metrics}"
     );
     assert!(!metrics.contains(PASSWORD), "the password is in /metrics");
-    let stderr = exporter.stderr();
+    let stderr = exporter.logs();
     assert!(
         stderr.contains("message=listening"),
         "the exporter's log was not collected:\n{stderr}"

@@ -21,7 +21,6 @@
 
 #![allow(dead_code)]
 
-pub mod exporter;
 pub mod pki;
 pub mod process;
 pub mod prometheus;

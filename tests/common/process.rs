@@ -3,23 +3,35 @@
 //! line, every log line kept for the test to inspect, killed when dropped.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// The binary Cargo built for this test run.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_tetra-exporter");
 
 /// A running exporter.
 pub struct ExporterProcess {
     child: Child,
     /// `HOST:PORT` it listens on.
     pub address: String,
+    /// `http://HOST:PORT`.
+    pub base: String,
     logs: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Starts the binary with one config file.
+pub fn start(config: &Path) -> ExporterProcess {
+    ExporterProcess::start(&[format!("--config.file={}", config.display())])
 }
 
 impl ExporterProcess {
     /// Starts the binary with `args` (plus a loopback listen address and
     /// debug logging), without the environment's proxy variables.
     pub fn start(args: &[String]) -> ExporterProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tetra-exporter"))
+        let mut child = Command::new(BINARY)
             .args(args)
             .arg("--web.listen-address=127.0.0.1:0")
             .arg("--log.level=debug")
@@ -34,7 +46,7 @@ impl ExporterProcess {
         let logs = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let kept = logs.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("message=listening address=").nth(1) {
                     let address = rest.split_whitespace().next().unwrap_or_default();
@@ -56,8 +68,20 @@ impl ExporterProcess {
         };
         ExporterProcess {
             child,
+            base: format!("http://{address}"),
             address,
             logs,
+            reader: Some(reader),
+        }
+    }
+
+    /// Stops the process now, as a crash would; every line it wrote is in
+    /// [`Self::logs`] afterwards.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
         }
     }
 
