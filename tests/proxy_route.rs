@@ -135,6 +135,23 @@ async fn squid_cases_are_named() {
     assert!(text.contains(&format!(
         "tetra_proxy_info{{proxy=\"{proxy}\",source=\"config\",auth=\"basic\"}} 1"
     )));
+    // The revocation step fetched its CRLs and OCSP answers through the
+    // proxy too, as the connector's TLS stack does.
+    let log = squid.access_log.clone().expect("squid log");
+    let mut access = String::new();
+    for _ in 0..50 {
+        access = std::fs::read_to_string(&log).unwrap_or_default();
+        if access.contains(".crl") && access.contains("POST") && access.contains("CONNECT") {
+            break;
+        }
+        // squid logs a tunnel when it closes, a moment after the probe.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(access.contains("CONNECT good.tetra.test"), "{access}");
+    assert!(
+        access.contains(".crl") && access.contains("POST"),
+        "{access}"
+    );
     assert_eq!(
         sample(
             &text,

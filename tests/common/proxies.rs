@@ -34,6 +34,8 @@ pub const PROXY_PASSWORD: &str = "pa55-w0rd-that-must-not-leak";
 /// A running proxy.
 pub struct Proxy {
     pub port: u16,
+    /// squid's access log: every request it handled, one per line.
+    pub access_log: Option<std::path::PathBuf>,
     _child: Option<ChildGuard>,
 }
 
@@ -95,7 +97,7 @@ pub async fn start_squid(dir: &Path) -> Proxy {
         "http_port 127.0.0.1:{port}\n\
          pid_filename {dir}/squid.pid\n\
          cache_log {dir}/cache.log\n\
-         access_log none\n\
+         access_log stdio:{dir}/access.log\n\
          cache deny all\n\
          hosts_file {hosts}\n\
          dns_nameservers 127.0.0.1\n\
@@ -126,6 +128,7 @@ pub async fn start_squid(dir: &Path) -> Proxy {
     wait_for_port(port, "squid").await;
     Proxy {
         port,
+        access_log: Some(dir.join("access.log")),
         _child: Some(child),
     }
 }
@@ -146,6 +149,7 @@ pub async fn start_tinyproxy(dir: &Path) -> Proxy {
     wait_for_port(port, "tinyproxy").await;
     Proxy {
         port,
+        access_log: None,
         _child: Some(child),
     }
 }
@@ -182,5 +186,9 @@ pub async fn start_ntlm_only() -> Proxy {
             });
         }
     });
-    Proxy { port, _child: None }
+    Proxy {
+        port,
+        access_log: None,
+        _child: None,
+    }
 }
