@@ -94,11 +94,25 @@ struct Slot {
 }
 
 /// What outlives a configuration: kept across reloads.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Shared {
     pub history: Arc<History>,
     /// Revocation answers and what was last heard from each URL.
     pub revocation_cache: Arc<RevocationCache>,
+    /// One read of the connector's files at a time: a read that hangs (a
+    /// stalled network share) holds it, and later scrapes report a timeout
+    /// instead of piling up blocked threads.
+    pub connector_reads: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            history: Arc::default(),
+            revocation_cache: Arc::default(),
+            connector_reads: Arc::new(tokio::sync::Semaphore::new(1)),
+        }
+    }
 }
 
 /// Why `/probe` could not run a probe.
@@ -166,6 +180,7 @@ impl Exporter {
             Some(VersionsSource::new(
                 config.versions.clone(),
                 config.probe.min_interval,
+                ctx.tls.configured_cas().to_vec(),
             )?)
         } else {
             None
@@ -211,7 +226,11 @@ impl Exporter {
         let policy = match module.route {
             RouteChoice::Direct => None,
             RouteChoice::Auto | RouteChoice::Proxy => {
-                read_connector_files(config).await.1.value().cloned()
+                read_connector_files(config, &self.shared.connector_reads, deadline)
+                    .await
+                    .1
+                    .value()
+                    .cloned()
             }
         };
         let proxy = targets::proxy_for(config, policy.as_ref(), &targets::process_env, host);
@@ -252,7 +271,8 @@ impl Exporter {
 
     /// Gathers a snapshot, finishing by `deadline`.
     pub async fn collect(&self, deadline: Instant) -> Snapshot {
-        let (connector, policy) = read_connector_files(&self.ctx.config).await;
+        let (connector, policy) =
+            read_connector_files(&self.ctx.config, &self.shared.connector_reads, deadline).await;
         let plan = targets::plan(&self.ctx.config, policy.value(), &targets::process_env);
 
         let slots = self.slots_for(&plan.targets);
@@ -341,8 +361,14 @@ impl Exporter {
     }
 }
 
-/// Reads `local.xml` and `policy.xml` off the async threads.
-async fn read_connector_files(config: &Config) -> (FileReading<LocalState>, FileReading<Policy>) {
+/// Reads `local.xml` and `policy.xml` off the async threads, by `deadline`.
+/// A read still running then is left to finish on its own and reported as
+/// a `timeout`; until it finishes, no other read starts.
+async fn read_connector_files(
+    config: &Config,
+    gate: &Arc<tokio::sync::Semaphore>,
+    deadline: Instant,
+) -> (FileReading<LocalState>, FileReading<Policy>) {
     if !config.connector.enabled {
         return (FileReading::Absent, FileReading::Absent);
     }
@@ -361,23 +387,33 @@ async fn read_connector_files(config: &Config) -> (FileReading<LocalState>, File
         ),
     };
 
+    let timed_out = |detail: &str| {
+        (
+            failed_read(local_path.clone(), "timeout", detail.to_string()),
+            failed_read(policy_path.clone(), "timeout", detail.to_string()),
+        )
+    };
+    let Ok(permit) = gate.clone().try_acquire_owned() else {
+        return timed_out("an earlier read of the connector's files has not finished");
+    };
     let paths = (local_path.clone(), policy_path.clone());
-    let result = tokio::task::spawn_blocking(move || {
+    let read = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         (
             local_state::read_local_state(&paths.0, local_state::DEFAULT_MAX_BYTES),
             policy::read_policy(&paths.1),
         )
-    })
-    .await;
-    let (local, policy) = match result {
-        Ok(pair) => pair,
-        Err(join_error) => {
+    });
+    let (local, policy) = match tokio::time::timeout_at(deadline, read).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(join_error)) => {
             let detail = join_error.to_string();
             return (
                 failed_read(local_path, "unreadable", detail.clone()),
                 failed_read(policy_path, "unreadable", detail),
             );
         }
+        Err(_elapsed) => return timed_out("the read did not finish before the deadline"),
     };
 
     let local = match local {

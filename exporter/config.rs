@@ -35,13 +35,11 @@ pub const FALLBACK_UPDATE_SERVER: &str = "tetra-defs.amp.cisco.com";
 /// field and never contains a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("config file {path} {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: crate::files::ReadError,
     },
-    #[error("config file {path} is larger than {limit} bytes")]
-    TooLarge { path: PathBuf, limit: u64 },
     #[error("invalid config: {0}")]
     Syntax(String),
     #[error("invalid config: {field}: {message}")]
@@ -483,18 +481,15 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         return Config::from_yaml(DEFAULT_CONFIG);
     };
 
-    let read_error = |source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let len = std::fs::metadata(path).map_err(read_error)?.len();
-    if len > MAX_CONFIG_BYTES {
-        return Err(ConfigError::TooLarge {
+    let (bytes, _) =
+        crate::files::read_capped(path, MAX_CONFIG_BYTES).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            limit: MAX_CONFIG_BYTES,
-        });
-    }
-    let text = std::fs::read_to_string(path).map_err(read_error)?;
+            error,
+        })?;
+    let text = String::from_utf8(bytes).map_err(|_| ConfigError::Read {
+        path: path.to_path_buf(),
+        error: crate::files::ReadError::Unreadable(std::io::Error::other("not UTF-8 text")),
+    })?;
     Config::from_yaml(&text)
 }
 
@@ -536,8 +531,7 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         for (i, server) in self.servers.iter().enumerate() {
             let field = |name: &str| format!("servers[{i}].{name}");
-            let odd = server.host.trim().is_empty() || server.host.contains(['/', ' ', ':']);
-            if odd && server.host.parse::<IpAddr>().is_err() {
+            if !valid_host(&server.host) {
                 return Err(ConfigError::invalid(
                     field("host"),
                     format!("{:?} is not a host name or IP address", server.host),
@@ -550,13 +544,15 @@ impl Config {
                 ));
             }
             check_download(&field, &server.path, &server.valid_status_codes)?;
-            if self.servers[..i]
-                .iter()
-                .any(|s| s.host == server.host && s.port == server.port)
-            {
+            // The `server` label is the host name: one entry per host, or
+            // two entries would share (and mix) their series.
+            if self.servers[..i].iter().any(|s| s.host == server.host) {
                 return Err(ConfigError::invalid(
                     field("host"),
-                    format!("{}:{} is listed twice", server.host, server.port),
+                    format!(
+                        "{} is listed twice (the server label is the host name)",
+                        server.host
+                    ),
                 ));
             }
         }
@@ -579,7 +575,7 @@ impl Config {
         }
 
         if let Some(server) = &self.dns.server {
-            if parse_dns_server(server).is_none() {
+            if parse_dns_server(server).is_none_or(|addr| addr.port() == 0) {
                 return Err(ConfigError::invalid(
                     "dns.server",
                     format!("{server:?} is not an IP address or IP:PORT"),
@@ -618,6 +614,38 @@ impl Config {
             ));
         }
 
+        let hour = Duration::from_secs(3600);
+        let day = 24 * hour;
+        for (field, value, max) in [
+            ("probe.timeout", self.probe.timeout, hour),
+            ("probe.min_interval", self.probe.min_interval, day),
+            ("versions.timeout", self.versions.timeout, hour),
+            ("versions.cache_for", self.versions.cache_for, 7 * day),
+            (
+                "revocation.fetch_timeout",
+                self.revocation.fetch_timeout,
+                hour,
+            ),
+            (
+                "revocation.max_cache_age",
+                self.revocation.max_cache_age,
+                366 * day,
+            ),
+            (
+                "revocation.recheck_interval",
+                self.revocation.recheck_interval,
+                30 * day,
+            ),
+        ] {
+            // Deadlines are added to the clock: a bound keeps that sum
+            // meaningful, and no probe should wait longer anyway.
+            if value > max {
+                return Err(ConfigError::invalid(
+                    field,
+                    format!("must be at most {}", humantime::format_duration(max)),
+                ));
+            }
+        }
         if self.probe.timeout.is_zero() {
             return Err(ConfigError::invalid(
                 "probe.timeout",
@@ -727,6 +755,25 @@ pub fn parse_proxy_url(text: &str) -> Result<(String, u16), String> {
         None => return Err("no host".to_string()),
     };
     Ok((host, url.port_or_known_default().unwrap_or(80)))
+}
+
+/// A DNS name a resolver and a TLS client accept, or an IP literal.
+fn valid_host(host: &str) -> bool {
+    if host.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    // rustls's name rules are the ones the tls step applies; labels must
+    // also be plain ASCII letters, digits and hyphens for the resolver.
+    let labels_ok = host.trim_end_matches('.').split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    });
+    labels_ok
+        && host.len() <= 253
+        && rustls::pki_types::ServerName::try_from(host.to_string()).is_ok()
 }
 
 /// The download settings a server and a module share: an absolute path and
@@ -845,6 +892,21 @@ mod tests {
             ("servers: [{host: a, path: nope}]", "servers[0].path"),
             ("servers: [{host: 'a b'}]", "servers[0].host"),
             ("servers: [{host: a}, {host: a}]", "servers[1].host"),
+            (
+                "servers: [{host: a}, {host: a, port: 8443}]",
+                "servers[1].host",
+            ),
+            ("servers: [{host: 'bücher.example'}]", "servers[0].host"),
+            ("servers: [{host: under_score.example}]", "servers[0].host"),
+            ("servers: [{host: -lead.example}]", "servers[0].host"),
+            ("servers: [{host: 'a..b'}]", "servers[0].host"),
+            ("servers: [{host: \"a\\nb\"}]", "servers[0].host"),
+            ("servers: [{host: a, port: 70000}]", "servers[0].port"),
+            ("servers: {host: a}", "servers"),
+            ("probe: {timeout: 10000000000000000000s}", "probe.timeout"),
+            ("probe: {timeout: 2h}", "probe.timeout"),
+            ("versions: {timeout: 1000000000000h}", "versions.timeout"),
+            ("dns: {server: '127.0.0.1:0'}", "dns.server"),
             (
                 "servers: [{host: a, valid_status_codes: [42]}]",
                 "valid_status_codes",

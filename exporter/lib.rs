@@ -13,6 +13,7 @@
 //!   environment).
 //! - [`collect`]: runs probes on scrape, reuses recent results, single flight.
 //! - [`secret`]: values kept out of logs, metrics and pages.
+//! - [`files`]: reading local files with a size cap, regular files only.
 //! - [`history`]: recent probes, failures kept longer, for the status page.
 //! - [`debug`]: the debug view of one probe.
 //! - [`metrics`]: turns plain reports into metric families; every metric name
@@ -25,6 +26,7 @@ pub mod config;
 pub mod connector;
 pub mod debug;
 pub mod definitions;
+pub mod files;
 pub mod history;
 pub mod metrics;
 pub mod probe;

@@ -91,7 +91,7 @@ fn run(flags: Flags) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let outcome = runtime.block_on(async move {
         let app = Arc::new(App::new(
             Exporter::new(config)?,
             flags.config_file.clone(),
@@ -113,7 +113,11 @@ fn run(flags: Flags) -> anyhow::Result<()> {
                 Ok(())
             }
         }
-    })
+    });
+    // A read of a connector file stuck on a stalled share must not keep the
+    // process from exiting.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    outcome
 }
 
 /// `:9697` means every interface, as in the Go exporters.

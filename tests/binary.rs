@@ -317,4 +317,29 @@ fn config_check_accepts_good_and_names_the_field_of_bad() {
         .expect("run");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/config.yml"));
+
+    // Devices, FIFOs and directories are refused before they are read: a
+    // FIFO would block the open, /dev/zero would never end.
+    let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    for path in [Path::new("/dev/zero"), fifo.as_path(), dir.path()] {
+        let output = Command::new(BINARY)
+            .arg(format!("--config.file={}", path.display()))
+            .arg("--config.check")
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{}", path.display());
+        assert!(
+            stderr.contains("is not a regular file"),
+            "{}: {stderr}",
+            path.display()
+        );
+    }
+    let (ok, stderr) = check(
+        dir.path(),
+        "servers: [{host: a.example}]\ntls: {ca_files: [/dev/zero]}",
+    );
+    assert!(!ok && stderr.contains("is not a regular file"), "{stderr}");
 }

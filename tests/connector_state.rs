@@ -54,6 +54,13 @@ async fn every_fixture_gives_version_lag_and_error() {
         version: None,
         code: None,
     };
+    // A FIFO would block the open until a writer comes: it is refused.
+    let fifo = harness.dir.path().join("fifo-local.xml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
     let cases = vec![
         ok(
             shared_fixture("connector/local-current-healthy.xml"),
@@ -109,6 +116,8 @@ async fn every_fixture_gives_version_lag_and_error() {
         failed(own_fixture("connector/local-empty.xml")),
         failed(harness.dir.path().join("no-such-local.xml")),
         failed(harness.write("huge-local.xml", &vec![b' '; 5 * 1024 * 1024])),
+        failed(std::path::PathBuf::from("/dev/zero")),
+        failed(fifo),
     ];
 
     for case in cases {

@@ -21,7 +21,8 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::config::VersionsConfig;
-use crate::probe::proxy::ProxySpec;
+use crate::probe::proxy::{error_chain, ProxySpec};
+use rustls::pki_types::CertificateDer;
 
 /// Why the versions document could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -76,15 +77,26 @@ pub struct VersionsSource {
     config: VersionsConfig,
     retry_after: Duration,
     cache: Mutex<Cache>,
+    /// The latest snapshot, readable while a fetch holds `cache`.
+    last: std::sync::Mutex<VersionsSnapshot>,
+    /// The configured CA certificates, trusted for an `https` URL.
+    extra_roots: Vec<CertificateDer<'static>>,
 }
 
 impl VersionsSource {
-    /// `retry_after` bounds how often a failed fetch is tried again.
-    pub fn new(config: VersionsConfig, retry_after: Duration) -> Result<Self, FetchError> {
+    /// `retry_after` bounds how often a failed fetch is tried again;
+    /// `extra_roots` are trusted beside the platform's roots.
+    pub fn new(
+        config: VersionsConfig,
+        retry_after: Duration,
+        extra_roots: Vec<CertificateDer<'static>>,
+    ) -> Result<Self, FetchError> {
         Ok(VersionsSource {
             config,
             retry_after,
             cache: Mutex::new(Cache::default()),
+            last: std::sync::Mutex::new(VersionsSnapshot::default()),
+            extra_roots,
         })
     }
 
@@ -92,8 +104,13 @@ impl VersionsSource {
     /// the cache is due and the deadline allows.
     pub async fn current(&self, deadline: Instant, proxy: Option<&ProxySpec>) -> VersionsSnapshot {
         let Ok(mut cache) = tokio::time::timeout_at(deadline, self.cache.lock()).await else {
-            // Another scrape is fetching; it will fill the cache for the next.
-            return VersionsSnapshot::default();
+            // Another scrape is fetching past this one's deadline: show what
+            // was known before that fetch began.
+            return self
+                .last
+                .lock()
+                .map(|last| last.clone())
+                .unwrap_or_default();
         };
 
         let now = Instant::now();
@@ -126,20 +143,23 @@ impl VersionsSource {
                 cache.snapshot.last_error = Some((error.reason(), error.to_string()));
             }
         }
+        if let Ok(mut last) = self.last.lock() {
+            *last = cache.snapshot.clone();
+        }
         cache.snapshot.clone()
     }
 
     async fn fetch(&self, deadline: Instant, proxy: Option<&ProxySpec>) -> Result<u64, FetchError> {
         // Built per fetch: fetches are minutes apart and the route can
         // change between them.
-        let client = crate::probe::proxy::http_client(proxy)
-            .map_err(|e| FetchError::Unreachable(e.to_string()))?;
+        let client = crate::probe::proxy::http_client(proxy, &self.extra_roots)
+            .map_err(|e| FetchError::Unreachable(error_chain(&e)))?;
         let work = async {
             let mut response = client
                 .get(&self.config.url)
                 .send()
                 .await
-                .map_err(|e| FetchError::Unreachable(e.to_string()))?;
+                .map_err(|e| FetchError::Unreachable(error_chain(&e)))?;
             let status = response.status().as_u16();
             if !(200..300).contains(&status) {
                 return Err(FetchError::HttpStatus { status });
@@ -150,7 +170,7 @@ impl VersionsSource {
             while let Some(chunk) = response
                 .chunk()
                 .await
-                .map_err(|e| FetchError::Unreachable(e.to_string()))?
+                .map_err(|e| FetchError::Unreachable(error_chain(&e)))?
             {
                 if body.len() as u64 + chunk.len() as u64 > limit {
                     return Err(FetchError::TooLarge { limit });

@@ -42,10 +42,11 @@ impl StepError for DownloadError {
     }
 }
 
-/// GETs `path` from `host` over `stream`.
+/// GETs `path` from `host` (listening on `port`) over `stream`.
 pub async fn download<S>(
     stream: S,
     host: &str,
+    port: u16,
     path: &str,
     valid_status_codes: &[u16],
     max_bytes: u64,
@@ -59,7 +60,7 @@ where
         deadline,
         fetch(
             stream,
-            host,
+            &host_header(host, port),
             path,
             valid_status_codes,
             max_bytes,
@@ -73,6 +74,21 @@ where
         bytes: observation.bytes,
     }));
     (result, observation)
+}
+
+/// The `Host` value for `host` on `port`: the port only when it is not
+/// 443, IPv6 literals in brackets.
+fn host_header(host: &str, port: u16) -> String {
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    if port == 443 {
+        host
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 async fn fetch<S>(
@@ -149,4 +165,20 @@ where
 
     driver.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_header_carries_a_port_other_than_443() {
+        assert_eq!(
+            host_header("tetra-defs.amp.cisco.com", 443),
+            "tetra-defs.amp.cisco.com"
+        );
+        assert_eq!(host_header("mirror.example", 8443), "mirror.example:8443");
+        assert_eq!(host_header("::1", 443), "[::1]");
+        assert_eq!(host_header("::1", 8443), "[::1]:8443");
+    }
 }

@@ -234,8 +234,11 @@ impl ProbeContext {
         revocation_cache: Arc<revocation::cache::RevocationCache>,
     ) -> Result<Self, ProbeSetupError> {
         let tls = tls::TlsContext::new(&config.tls)?;
-        let revocation =
-            revocation::RevocationContext::new(config.revocation.clone(), revocation_cache)?;
+        let revocation = revocation::RevocationContext::new(
+            config.revocation.clone(),
+            revocation_cache,
+            tls.configured_cas(),
+        )?;
         Ok(ProbeContext {
             config,
             tls,
@@ -293,7 +296,7 @@ async fn run(
         }
         RouteSpec::Proxy(proxy) => {
             if let Some(tunnel) = run.proxy_tunnel(ctx, server, proxy, deadline).await {
-                match proxy::http_client(Some(proxy)) {
+                match proxy::http_client(Some(proxy), ctx.tls.configured_cas()) {
                     Ok(client) => {
                         run.through_tls(ctx, server, tunnel, &client, deadline)
                             .await
@@ -504,6 +507,7 @@ impl ChainRun<'_> {
         let (result, observation) = download::download(
             stream,
             &server.host,
+            server.port,
             &server.path,
             &server.valid_status_codes,
             ctx.config.probe.download_max_bytes,

@@ -87,13 +87,21 @@ impl ProxySpec {
 
 /// An HTTP client for the plain fetches that go over a route beside the
 /// probe (CRLs, OCSP, the versions document): through `proxy` when given
-/// (with its Basic credentials), directly otherwise. The environment's proxy
-/// variables are never read here; the route is decided by the caller.
-pub fn http_client(proxy: Option<&ProxySpec>) -> Result<reqwest::Client, reqwest::Error> {
+/// (with its Basic credentials), directly otherwise, trusting the
+/// configured CA certificates `extra_roots` beside the platform's roots.
+/// The environment's proxy variables are never read here; the route is
+/// decided by the caller.
+pub fn http_client(
+    proxy: Option<&ProxySpec>,
+    extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<reqwest::Client, reqwest::Error> {
     let mut builder = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::limited(3))
         .user_agent(concat!("tetra-exporter/", env!("CARGO_PKG_VERSION")));
+    for root in extra_roots {
+        builder = builder.add_root_certificate(reqwest::Certificate::from_der(root)?);
+    }
     if let Some(spec) = proxy {
         let mut proxy = reqwest::Proxy::all(format!("http://{}", spec.label()))?;
         if let Some((user, password)) = &spec.credentials {
@@ -102,6 +110,23 @@ pub fn http_client(proxy: Option<&ProxySpec>) -> Result<reqwest::Client, reqwest
         builder = builder.proxy(proxy);
     }
     builder.build()
+}
+
+/// An error and every error it was caused by, as one line: HTTP clients keep
+/// the useful part ("invalid HTTP version", "certificate unknown") in the
+/// sources.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Why the proxy could not be reached, or did not answer the `CONNECT`.

@@ -80,7 +80,13 @@ pub struct TlsContext {
     verifier: Arc<WebPkiServerVerifier>,
     roots: Arc<RootCertStore>,
     provider: Arc<rustls::crypto::CryptoProvider>,
+    /// The certificates of the configured CA files, also trusted by the
+    /// HTTP fetches beside the probe (versions document, CRLs, OCSP).
+    configured: Vec<CertificateDer<'static>>,
 }
+
+/// The largest CA file read; a bundle of every public root is under 300 KiB.
+pub const MAX_CA_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 impl TlsContext {
     /// Loads the platform's roots (bundled roots when there are none) and the
@@ -97,18 +103,19 @@ impl TlsContext {
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         }
 
+        let mut configured = Vec::new();
         for path in &config.ca_files {
             let shown = path.display().to_string();
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| TlsSetupError::CaFile {
-                    path: shown.clone(),
-                    detail: e.to_string(),
-                })?
+            let ca_error = |detail: String| TlsSetupError::CaFile {
+                path: shown.clone(),
+                detail,
+            };
+            let (bytes, _) = crate::files::read_capped(path, MAX_CA_FILE_BYTES)
+                .map_err(|e| ca_error(e.to_string()))?;
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
                 .collect::<Result<_, _>>()
-                .map_err(|e| TlsSetupError::CaFile {
-                    path: shown.clone(),
-                    detail: e.to_string(),
-                })?;
+                .map_err(|e| ca_error(e.to_string()))?;
+            configured.extend(certs.iter().cloned());
             let (added, _) = roots.add_parsable_certificates(certs);
             if added == 0 {
                 return Err(TlsSetupError::CaFileEmpty { path: shown });
@@ -124,7 +131,13 @@ impl TlsContext {
             verifier,
             roots,
             provider,
+            configured,
         })
+    }
+
+    /// The certificates of the configured CA files.
+    pub fn configured_cas(&self) -> &[CertificateDer<'static>] {
+        &self.configured
     }
 
     /// The trust anchors chains are validated against; the revocation step

@@ -254,11 +254,9 @@ async fn handle(
                 format!("reload failed: {error}\n"),
             ),
         },
-        ("/metrics" | "/probe" | "/" | "/debug" | "/-/healthy" | "/-/ready" | "/-/reload", _) => {
-            text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed\n".to_string(),
-            )
+        ("/-/reload", _) => not_allowed("POST"),
+        ("/metrics" | "/probe" | "/" | "/debug" | "/-/healthy" | "/-/ready", _) => {
+            not_allowed("GET, HEAD")
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n".to_string()),
     };
@@ -503,6 +501,17 @@ async fn status_page(app: &App) -> Response<Body> {
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/html; charset=utf-8"),
     );
+    response
+}
+
+fn not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed\n".to_string(),
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static(allow));
     response
 }
 

@@ -24,10 +24,10 @@ use crate::secret::Secret;
 /// Why the web config could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum WebConfigError {
-    #[error("cannot read web config {path}: {source}")]
+    #[error("web config {path} {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: crate::files::ReadError,
     },
     #[error("invalid web config: {0}")]
     Syntax(String),
@@ -37,6 +37,9 @@ pub enum WebConfigError {
         message: String,
     },
 }
+
+/// The largest web config file read.
+const MAX_WEB_CONFIG_BYTES: u64 = 1024 * 1024;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,9 +78,16 @@ impl WebConfig {
     /// Loads and checks the file (certificates, key and hashes are read and
     /// parsed now, never at request time).
     pub fn load(path: &Path) -> Result<Self, WebConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| WebConfigError::Read {
+        let read_error = |error| WebConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
+        };
+        let (bytes, _) =
+            crate::files::read_capped(path, MAX_WEB_CONFIG_BYTES).map_err(read_error)?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            read_error(crate::files::ReadError::Unreadable(std::io::Error::other(
+                "not UTF-8 text",
+            )))
         })?;
         // No source snippet in errors: hashes stay out of logs.
         let options = serde_saphyr::options! { with_snippet: false };

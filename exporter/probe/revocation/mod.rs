@@ -207,13 +207,15 @@ pub struct RevocationContext {
 }
 
 impl RevocationContext {
-    /// Builds the direct client once, around a cache that may come from an
-    /// earlier configuration.
+    /// Builds the direct client once (trusting the configured CAs too, for
+    /// `https` URLs), around a cache that may come from an earlier
+    /// configuration.
     pub fn new(
         config: RevocationConfig,
         cache: Arc<RevocationCache>,
+        extra_roots: &[CertificateDer<'static>],
     ) -> Result<Self, reqwest::Error> {
-        let direct_client = super::proxy::http_client(None)?;
+        let direct_client = super::proxy::http_client(None, extra_roots)?;
         Ok(RevocationContext {
             config,
             direct_client,
@@ -591,7 +593,7 @@ pub(crate) async fn fetch_capped(
         let response = request
             .send()
             .await
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| unreachable(super::proxy::error_chain(&e)))?;
         let status = response.status();
         if !status.is_success() {
             return Err(unreachable(format!("HTTP {}", status.as_u16())));
@@ -615,7 +617,7 @@ pub(crate) async fn read_capped(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| unreachable(e.to_string()))?
+        .map_err(|e| unreachable(super::proxy::error_chain(&e)))?
     {
         if body.len() as u64 + chunk.len() as u64 > limit {
             return Err(RevocationError::TooLarge { limit });
