@@ -208,6 +208,12 @@ pub fn own_fixture(relative: &str) -> PathBuf {
         .join(relative)
 }
 
+/// A TCP port that was free on 127.0.0.1 a moment ago.
+pub fn free_tcp_port() -> u16 {
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
 fn free_udp_port() -> u16 {
     let socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("udp bind");
     socket.local_addr().expect("addr").port()

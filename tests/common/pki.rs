@@ -36,7 +36,7 @@ use rcgen::{
 use rustls::pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{ca_params, leaf_params, pkcs8, which, ChildGuard, ServerCert};
+use super::{ca_params, free_tcp_port, leaf_params, pkcs8, which, ChildGuard, ServerCert};
 
 /// The zone of the revocation scenario servers; dnsmasq answers 127.0.0.1
 /// for every name under it.
@@ -188,11 +188,6 @@ impl RevocationServers {
             .copied()
             .unwrap_or(0)
     }
-}
-
-fn free_tcp_port() -> u16 {
-    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
-    listener.local_addr().expect("addr").port()
 }
 
 async fn bind() -> (TcpListener, u16) {

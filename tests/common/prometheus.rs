@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
-use super::{spawn, which, ChildGuard};
+use super::{free_tcp_port, spawn, which, ChildGuard};
 
 /// One rule of a Prometheus rule file.
 #[derive(Debug, Deserialize)]
@@ -89,12 +89,6 @@ pub fn rule_groups() -> Vec<Group> {
 /// The path of an installed binary; panics naming the README's command.
 pub fn binary(name: &str) -> PathBuf {
     which(name)
-}
-
-/// A port that was free a moment ago on 127.0.0.1.
-pub fn free_tcp_port() -> u16 {
-    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
-    listener.local_addr().expect("addr").port()
 }
 
 /// Copies the rule files into `dir` with every `for:` set to `for_`, but

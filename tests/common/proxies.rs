@@ -26,7 +26,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use super::{spawn, which, ChildGuard, ZONE};
+use super::{free_tcp_port, spawn, which, ChildGuard, ZONE};
 
 pub const PROXY_USER: &str = "tetra";
 pub const PROXY_PASSWORD: &str = "pa55-w0rd-that-must-not-leak";
@@ -37,11 +37,6 @@ pub struct Proxy {
     /// squid's access log: every request it handled, one per line.
     pub access_log: Option<std::path::PathBuf>,
     _child: Option<ChildGuard>,
-}
-
-fn free_tcp_port() -> u16 {
-    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
-    listener.local_addr().expect("addr").port()
 }
 
 async fn wait_for_port(port: u16, what: &str) {
