@@ -273,7 +273,13 @@ impl Exporter {
     pub async fn collect(&self, deadline: Instant) -> Snapshot {
         let (connector, policy) =
             read_connector_files(&self.ctx.config, &self.shared.connector_reads, deadline).await;
-        let plan = targets::plan(&self.ctx.config, policy.value(), &targets::process_env);
+        let policy_unreadable = matches!(policy, FileReading::Failed { .. });
+        let plan = targets::plan(
+            &self.ctx.config,
+            policy.value(),
+            policy_unreadable,
+            &targets::process_env,
+        );
 
         let slots = self.slots_for(&plan.targets);
         let probes = futures_util::future::join_all(

@@ -55,6 +55,9 @@ impl ConfigError {
     }
 }
 
+/// The largest password file accepted.
+pub const MAX_PASSWORD_FILE_BYTES: u64 = 4096;
+
 /// The largest config file accepted; a config is a few kilobytes at most.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
@@ -450,7 +453,7 @@ pub fn target_allowed(allowed: &[String], host: &str, port: u16) -> bool {
 }
 
 /// `PATTERN[:PORT]`, with IPv6 literals in brackets.
-fn split_entry(entry: &str) -> (&str, Option<u16>) {
+pub(crate) fn split_entry(entry: &str) -> (&str, Option<u16>) {
     if let Some(rest) = entry.strip_prefix('[') {
         if let Some((ip, tail)) = rest.split_once(']') {
             return (ip, tail.strip_prefix(':').and_then(|p| p.parse().ok()));
@@ -708,10 +711,14 @@ impl ProxyConfig {
             return Ok(Some(password.clone()));
         }
         if let Some(path) = &self.password_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
+            let (bytes, _) =
+                crate::files::read_capped(path, MAX_PASSWORD_FILE_BYTES).map_err(|e| {
+                    ConfigError::invalid("proxy.password_file", format!("{}: {e}", path.display()))
+                })?;
+            let text = String::from_utf8(bytes).map_err(|_| {
                 ConfigError::invalid(
                     "proxy.password_file",
-                    format!("cannot read {}: {}", path.display(), e.kind()),
+                    format!("{} is not UTF-8 text", path.display()),
                 )
             })?;
             let trimmed = text.strip_suffix('\n').unwrap_or(&text);
@@ -757,8 +764,31 @@ pub fn parse_proxy_url(text: &str) -> Result<(String, u16), String> {
     Ok((host, url.port_or_known_default().unwrap_or(80)))
 }
 
+/// Parses `HOST` or `HOST:PORT` (`[IPv6]:PORT`), the host normalised to
+/// lower case without a trailing dot; `None` unless the host is a valid
+/// name or address and the port, when given, is 1 to 65535.
+pub fn parse_host_port(text: &str) -> Option<(String, Option<u16>)> {
+    let text = text.trim();
+    let (host, port) = match text.strip_prefix('[') {
+        Some(rest) => {
+            let (ip, tail) = rest.split_once(']')?;
+            (ip, tail)
+        }
+        None => match text.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') => (host, port),
+            _ => (text, ""),
+        },
+    };
+    let port = match port.strip_prefix(':').unwrap_or(port) {
+        "" if !text.ends_with(':') => None,
+        digits => Some(digits.parse::<u16>().ok().filter(|p| *p != 0)?),
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    valid_host(&host).then_some((host, port))
+}
+
 /// A DNS name a resolver and a TLS client accept, or an IP literal.
-fn valid_host(host: &str) -> bool {
+pub(crate) fn valid_host(host: &str) -> bool {
     if host.parse::<IpAddr>().is_ok() {
         return true;
     }
@@ -1007,6 +1037,37 @@ mod tests {
             "",
         ] {
             assert!(!ok(host, 443), "{host}");
+        }
+    }
+
+    #[test]
+    fn host_and_port_parse_strictly() {
+        let parse = |text| parse_host_port(text);
+        assert_eq!(
+            parse("Tetra-Defs.amp.cisco.com."),
+            Some(("tetra-defs.amp.cisco.com".into(), None))
+        );
+        assert_eq!(
+            parse("proxy.corp:3128"),
+            Some(("proxy.corp".into(), Some(3128)))
+        );
+        assert_eq!(parse("[::1]:8443"), Some(("::1".into(), Some(8443))));
+        assert_eq!(parse("10.1.2.3"), Some(("10.1.2.3".into(), None)));
+        for bad in [
+            "",
+            "proxy:0",
+            "proxy:99999",
+            "proxy:",
+            "user:pw@proxy",
+            "<script>",
+            "a b",
+            "localhost\r\nX-Injected: yes",
+            "*.localhost",
+            "..localhost",
+            "[::1",
+            "bücher.example",
+        ] {
+            assert_eq!(parse(bad), None, "{bad:?}");
         }
     }
 

@@ -11,7 +11,7 @@
 //! This is a pure function of the config, the policy and the environment; it
 //! opens no file and no socket.
 
-use crate::config::{Config, ServerConfig, FALLBACK_UPDATE_SERVER};
+use crate::config::{parse_host_port, Config, ServerConfig, FALLBACK_UPDATE_SERVER};
 use crate::connector::policy::Policy;
 use crate::probe::proxy::{ProxySource, ProxySpec};
 use crate::probe::RouteSpec;
@@ -43,8 +43,16 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// Decides what to probe.
-pub fn plan(config: &Config, policy: Option<&Policy>, env: Env<'_>) -> Plan {
+/// Decides what to probe. `policy_unreadable` says that a policy exists
+/// but could not be read: the update server and proxy the connector uses
+/// are then unknown, and guessing them (probing Cisco's server directly,
+/// around the proxy) would page for the wrong step.
+pub fn plan(
+    config: &Config,
+    policy: Option<&Policy>,
+    policy_unreadable: bool,
+    env: Env<'_>,
+) -> Plan {
     let definitions_enabled = policy.map(Policy::definitions_enabled);
 
     let (servers, from_config) = if !config.servers.is_empty() {
@@ -52,7 +60,8 @@ pub fn plan(config: &Config, policy: Option<&Policy>, env: Env<'_>) -> Plan {
     } else {
         let server = match policy.and_then(|p| p.update_server.as_deref()) {
             Some(name) => {
-                let (host, port) = split_host_port(name);
+                // The policy's names were checked when it was read.
+                let (host, port) = parse_host_port(name).unwrap_or((name.to_string(), None));
                 let mut server = default_server(host);
                 server.port = port.unwrap_or(443);
                 server
@@ -66,7 +75,7 @@ pub fn plan(config: &Config, policy: Option<&Policy>, env: Env<'_>) -> Plan {
         definitions_enabled,
         ..Plan::default()
     };
-    if !from_config && definitions_enabled == Some(false) {
+    if !from_config && (definitions_enabled == Some(false) || policy_unreadable) {
         return plan;
     }
 
@@ -131,7 +140,8 @@ pub fn proxy_for(
 
     if settings.from_policy {
         if let Some(proxy) = policy.and_then(|p| p.proxy.as_ref()) {
-            let (server_host, server_port) = split_host_port(&proxy.server);
+            let (server_host, server_port) =
+                parse_host_port(&proxy.server).unwrap_or((proxy.server.clone(), None));
             let port = proxy.port.or(server_port).unwrap_or(80);
             // authtype 0 (or absent) is "no authentication"; any other value
             // is sent as Basic, the only scheme the exporter speaks.
@@ -153,6 +163,9 @@ pub fn proxy_for(
 
     if settings.from_environment {
         let value = env("HTTPS_PROXY").or_else(|| env("https_proxy"))?;
+        if value.trim().is_empty() {
+            return None;
+        }
         let no_proxy = env("NO_PROXY")
             .or_else(|| env("no_proxy"))
             .unwrap_or_default();
@@ -177,7 +190,10 @@ fn environment_proxy(
     } else {
         format!("http://{value}")
     };
-    let url = url::Url::parse(&with_scheme).ok()?;
+    let Ok(url) = url::Url::parse(&with_scheme) else {
+        tracing::warn!("HTTPS_PROXY is not a URL; probing without a proxy");
+        return None;
+    };
     if url.scheme() != "http" {
         tracing::info!(
             scheme = url.scheme(),
@@ -185,9 +201,12 @@ fn environment_proxy(
         );
         return None;
     }
-    let host = match url.host()? {
+    let Some(host) = url.host().map(|host| match host {
         url::Host::Ipv6(ip) => ip.to_string(),
         other => other.to_string(),
+    }) else {
+        tracing::warn!("HTTPS_PROXY names no host; probing without a proxy");
+        return None;
     };
     let decode = |text: &str| {
         percent_encoding::percent_decode_str(text)
@@ -206,24 +225,6 @@ fn environment_proxy(
     })
 }
 
-/// `HOST:PORT` or `HOST` (an IPv6 literal in brackets when it has a port).
-fn split_host_port(text: &str) -> (String, Option<u16>) {
-    let text = text.trim();
-    if let Some(rest) = text.strip_prefix('[') {
-        if let Some((host, tail)) = rest.split_once(']') {
-            let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
-            return (host.to_string(), port);
-        }
-    }
-    match text.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => match port.parse() {
-            Ok(port) => (host.to_string(), Some(port)),
-            Err(_) => (text.to_string(), None),
-        },
-        _ => (text.to_string(), None),
-    }
-}
-
 /// Whether `NO_PROXY` exempts `host`: `*`, an exact name or address, or a
 /// domain suffix (`example.com` and `.example.com` both match
 /// `a.example.com`). Ports in entries are ignored; CIDR ranges are not
@@ -238,7 +239,7 @@ pub fn excluded_by_no_proxy(host: &str, no_proxy: &str) -> bool {
             if entry == "*" {
                 return true;
             }
-            let (name, _) = split_host_port(&entry);
+            let (name, _) = crate::config::split_entry(&entry);
             let name = name.trim_start_matches('.').trim_end_matches('.');
             !name.is_empty() && (host == name || host.ends_with(&format!(".{name}")))
         })
@@ -284,7 +285,7 @@ mod tests {
     fn servers_come_from_config_then_policy_then_fallback() {
         let none = env_of(&[]);
         let config = Config::from_yaml("{}").expect("config");
-        let plan_of = |p: Option<&Policy>| plan(&config, p, &none);
+        let plan_of = |p: Option<&Policy>| plan(&config, p, false, &none);
 
         let p = policy(Some("tetra-defs.eu.amp.cisco.com"), true, None);
         assert_eq!(
@@ -295,7 +296,7 @@ mod tests {
         assert_eq!(plan_of(None).targets[0].route, RouteSpec::Direct);
 
         let config = Config::from_yaml("servers: [{host: mirror.example}]").expect("config");
-        let plan = plan(&config, Some(&p), &none);
+        let plan = plan(&config, Some(&p), false, &none);
         assert_eq!(plan.targets.len(), 1);
         assert_eq!(plan.targets[0].server.host, "mirror.example");
     }
@@ -305,8 +306,13 @@ mod tests {
         let none = env_of(&[]);
         let config = Config::from_yaml("{}").expect("config");
         let p = policy(Some("tetra-defs.amp.cisco.com"), false, None);
-        let plan = plan(&config, Some(&p), &none);
+        let plan = plan(&config, Some(&p), false, &none);
         assert!(plan.targets.is_empty());
+        let config = Config::from_yaml("{}").expect("config");
+        assert!(
+            super::plan(&config, None, true, &none).targets.is_empty(),
+            "an unreadable policy: nothing is guessed"
+        );
         assert_eq!(plan.definitions_enabled, Some(false));
     }
 
@@ -380,7 +386,7 @@ mod tests {
         let none = env_of(&[]);
         let config = Config::from_yaml("proxy: {url: 'http://p:3128', compare_direct: true}")
             .expect("config");
-        let plan = plan(&config, None, &none);
+        let plan = plan(&config, None, false, &none);
         let routes: Vec<_> = plan
             .targets
             .iter()

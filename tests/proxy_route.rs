@@ -461,6 +461,33 @@ async fn the_policy_names_server_and_proxy() {
     );
     assert!(!text.contains("tetra_proxy_info{"));
 
+    // A policy that cannot be read: the server and proxy are unknown, and
+    // nothing is guessed (no direct probe of Cisco's server).
+    std::fs::write(
+        &policy,
+        policy_xml(
+            &format!("{host}:{good}"),
+            true,
+            Some(("127.0.0.1", squid.port)),
+        )
+        .replace("<port>", "<port>9")
+        .replace("</port>", "9999</port>"),
+    )
+    .expect("write");
+    let text = scrape_yaml(&yaml).await;
+    assert_eq!(
+        sample(
+            &text,
+            &format!(
+                "tetra_connector_state_read_success{{file=\"{}\"}}",
+                policy.display()
+            )
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(!text.contains("tetra_probe_success{"), "{text}");
+
     // TETRA disabled: reported as disabled, nothing probed, nothing failing.
     std::fs::write(&policy, policy_xml(&format!("{host}:{good}"), false, None)).expect("write");
     let text = scrape_yaml(&yaml).await;

@@ -128,16 +128,23 @@ pub fn parse_policy(bytes: &[u8]) -> Result<Policy, PolicyError> {
         policy.tetra_enabled = flag("tetra/enable", tetra.enable)?;
         if let Some(updater) = tetra.updater {
             policy.updater_enabled = flag("tetra/updater/enable", updater.enable)?;
-            policy.update_server = text_of(updater.server);
+            policy.update_server = host_of("tetra/updater/server", updater.server)?;
             policy.update_interval_seconds = number("tetra/updater/interval", updater.interval)?;
         }
     }
 
     if let Some(proxy) = config.proxy {
-        if let Some(server) = text_of(proxy.server) {
+        if let Some(server) = host_of("proxy/server", proxy.server)? {
+            let port = number::<u16>("proxy/port", proxy.port.clone())?;
+            if port == Some(0) {
+                return Err(PolicyError::BadValue {
+                    element: "proxy/port",
+                    value: "0".to_string(),
+                });
+            }
             policy.proxy = Some(PolicyProxy {
                 server,
-                port: number("proxy/port", proxy.port)?,
+                port,
                 kind: number("proxy/type", proxy.kind)?,
                 auth_type: number("proxy/authtype", proxy.authtype)?,
                 username: text_of(proxy.username),
@@ -147,6 +154,19 @@ pub fn parse_policy(bytes: &[u8]) -> Result<Policy, PolicyError> {
         }
     }
     Ok(policy)
+}
+
+/// A `HOST` or `HOST:PORT` element: checked as the config's hosts are, so
+/// that nothing odd reaches a label, a log line or a request.
+fn host_of(element: &'static str, value: Option<String>) -> Result<Option<String>, PolicyError> {
+    match text_of(value) {
+        None => Ok(None),
+        Some(text) if crate::config::parse_host_port(&text).is_some() => Ok(Some(text)),
+        Some(text) => Err(PolicyError::BadValue {
+            element,
+            value: text.chars().take(64).collect(),
+        }),
+    }
 }
 
 fn text_of(value: Option<String>) -> Option<String> {
@@ -334,6 +354,20 @@ mod tests {
             Some("tetra-defs.apjc.amp.cisco.com")
         );
         assert_eq!(policy.update_interval_seconds, Some(1800));
+    }
+
+    #[test]
+    fn odd_names_and_ports_are_bad_values() {
+        for inner in [
+            "<proxy><server>p</server><port>0</port></proxy>",
+            "<proxy><server>user:pw@127.0.0.1</server></proxy>",
+            "<proxy><server>&lt;script&gt;</server></proxy>",
+            "<agent><scansettings><tetra><updater><server>localhost&#13;&#10;X: y</server></updater></tetra></scansettings></agent>",
+            "<agent><scansettings><tetra><updater><server>a b</server></updater></tetra></scansettings></agent>",
+        ] {
+            let error = parse_policy(&policy_with(inner)).expect_err(inner);
+            assert_eq!(error.reason(), "bad_value", "{inner}: {error}");
+        }
     }
 
     #[test]

@@ -478,9 +478,14 @@ impl ChainRun<'_> {
         if server.revocation != RevocationMode::Off {
             let chain = self.report.tls.as_ref().map(|t| t.chain_der.clone());
             let began = Instant::now();
+            let route = match &self.report.proxy {
+                Some(proxy) => format!("proxy {}", proxy.proxy),
+                None => "direct".to_string(),
+            };
             let (result, observation) = revocation::check(
                 &ctx.revocation,
                 client,
+                &route,
                 chain.as_deref().unwrap_or_default(),
                 ctx.tls.anchors(),
                 deadline,

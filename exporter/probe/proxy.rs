@@ -312,18 +312,31 @@ pub fn check_auth(answer: &ConnectAnswer, proxy: &ProxySpec) -> Result<(), Proxy
 }
 
 /// The scheme names in every `Proxy-Authenticate` and `WWW-Authenticate`
-/// header: the first token of each challenge.
+/// header. One header may hold several challenges separated by commas
+/// (`NTLM, Basic realm="x"`); a comma-separated item whose first word holds
+/// no `=` starts a challenge, and that word is its scheme (items with `=`
+/// are the previous challenge's parameters).
 fn offered_schemes(headers: &http::HeaderMap) -> Vec<String> {
-    let mut schemes: Vec<String> = headers
+    let mut schemes: Vec<String> = Vec::new();
+    let values = headers
         .get_all(http::header::PROXY_AUTHENTICATE)
         .iter()
         .chain(headers.get_all(http::header::WWW_AUTHENTICATE).iter())
-        .filter_map(|value| value.to_str().ok())
-        .filter_map(|value| value.split_whitespace().next())
-        .map(|scheme| scheme.trim_end_matches(',').to_ascii_lowercase())
-        .filter(|scheme| !scheme.is_empty())
-        .collect();
-    schemes.dedup();
+        .filter_map(|value| value.to_str().ok());
+    for value in values {
+        for item in value.split(',') {
+            let Some(word) = item.split_whitespace().next() else {
+                continue;
+            };
+            if word.contains('=') || word.contains('"') {
+                continue;
+            }
+            let scheme = word.to_ascii_lowercase();
+            if !schemes.contains(&scheme) {
+                schemes.push(scheme);
+            }
+        }
+    }
     schemes
 }
 
@@ -400,6 +413,22 @@ mod tests {
             "Basic realm=\"squid\"".parse().expect("value"),
         );
         assert_eq!(offered_schemes(&headers), vec!["ntlm", "basic"]);
+
+        let mut one = http::HeaderMap::new();
+        one.append(
+            http::header::PROXY_AUTHENTICATE,
+            "NTLM, Basic realm=\"x\", Negotiate".parse().expect("value"),
+        );
+        assert_eq!(offered_schemes(&one), vec!["ntlm", "basic", "negotiate"]);
+
+        let mut params = http::HeaderMap::new();
+        params.append(
+            http::header::PROXY_AUTHENTICATE,
+            "Digest realm=\"r\", nonce=\"n\", qop=\"auth\""
+                .parse()
+                .expect("value"),
+        );
+        assert_eq!(offered_schemes(&params), vec!["digest"]);
     }
 
     #[test]

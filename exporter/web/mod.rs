@@ -225,11 +225,7 @@ async fn handle(
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let checker = app.clone();
-        let authorized =
-            tokio::task::spawn_blocking(move || checker.web.authorized(header.as_deref()))
-                .await
-                .unwrap_or(false);
+        let authorized = app.web.authorized(header.as_deref()).await;
         if !authorized {
             let mut response = text(StatusCode::UNAUTHORIZED, "Unauthorized\n".to_string());
             response.headers_mut().insert(
@@ -339,31 +335,15 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// Splits `HOST[:PORT]` (`[IPv6]:PORT` for IPv6) with 443 as the default.
+/// Splits `HOST[:PORT]` (`[IPv6]:PORT` for IPv6) with 443 as the default;
+/// the host must be a valid name or address, and is normalised (lower case,
+/// no trailing dot) so that one target keeps one set of series.
 pub fn parse_target(target: &str) -> Option<(String, u16)> {
-    let target = target.trim();
-    if target.is_empty() || target.contains(['/', '@', '?', '#', ' ', '\\']) {
+    if target.contains(['/', '@', '?', '#', ' ', '\\']) {
         return None;
     }
-    let authority: http::uri::Authority = target.parse().ok()?;
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    if host.is_empty() {
-        return None;
-    }
-    // A port that is present must be a valid one; absent means 443.
-    let after_host = authority
-        .as_str()
-        .get(authority.host().len()..)
-        .unwrap_or_default();
-    let port = match after_host.strip_prefix(':') {
-        None if after_host.is_empty() => 443,
-        None => return None,
-        Some(port) => port.parse::<u16>().ok().filter(|p| *p != 0)?,
-    };
-    Some((host.to_string(), port))
+    let (host, port) = config::parse_host_port(target)?;
+    Some((host, port.unwrap_or(443)))
 }
 
 async fn probe_response(request: &Request<Incoming>, app: &App) -> Response<Body> {

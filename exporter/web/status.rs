@@ -99,6 +99,8 @@ pub fn render(snapshot: &Snapshot, page: &PageContext<'_>) -> String {
     if snapshot.reports.is_empty() {
         let why = if snapshot.plan.definitions_enabled == Some(false) {
             "TETRA updates are disabled by the connector's policy: nothing is probed."
+        } else if matches!(snapshot.policy, FileReading::Failed { .. }) {
+            "The connector's policy.xml could not be read, so its update server and proxy are unknown: nothing is probed (see below)."
         } else {
             "No server is probed."
         };
@@ -161,6 +163,20 @@ pub fn render(snapshot: &Snapshot, page: &PageContext<'_>) -> String {
                 escape(meaning)
             );
         }
+    }
+    if let FileReading::Failed {
+        path,
+        reason,
+        detail,
+    } = &snapshot.policy
+    {
+        let _ = writeln!(
+            html,
+            "<tr><th>policy.xml</th><td><code>{}</code>: <span class=\"fail\">not read ({})</span> {}</td></tr>",
+            escape(&path.display().to_string()),
+            escape(reason),
+            escape(detail)
+        );
     }
     if let Some(enabled) = snapshot.plan.definitions_enabled {
         let _ = writeln!(

@@ -38,6 +38,9 @@ pub enum WebConfigError {
     },
 }
 
+/// The largest certificate or key file read.
+const MAX_PEM_BYTES: u64 = 1024 * 1024;
+
 /// The largest web config file read.
 const MAX_WEB_CONFIG_BYTES: u64 = 1024 * 1024;
 
@@ -59,19 +62,46 @@ struct TlsServerConfig {
     min_version: Option<String>,
 }
 
+/// The highest bcrypt cost accepted: each step doubles the work of every
+/// check, and cost 14 already takes about a second.
+pub const MAX_BCRYPT_COST: u32 = 14;
+
+/// bcrypt checks run at once; more wait (up to [`AUTH_WAIT`]) or are denied.
+const BCRYPT_SLOTS: usize = 2;
+
+/// How long a request waits for a bcrypt slot before it is denied.
+const AUTH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Credentials that passed, remembered (as SHA-256 digests) so that a
+/// scraper's every request does not pay for bcrypt again.
+const REMEMBERED: usize = 64;
+
 /// The loaded web config.
 pub struct WebConfig {
     /// Present when the endpoint serves TLS only.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     users: BTreeMap<String, Secret>,
+    /// A hash of the same cost as the users' to check unknown names
+    /// against, so that a wrong name costs as much as a wrong password.
+    decoy: Option<Secret>,
+    remembered: std::sync::Mutex<std::collections::HashSet<Vec<u8>>>,
+    bcrypt_slots: tokio::sync::Semaphore,
 }
 
 impl WebConfig {
     /// No TLS, no authentication.
     pub fn open() -> Self {
+        Self::with(None, BTreeMap::new())
+    }
+
+    fn with(tls: Option<tokio_rustls::TlsAcceptor>, users: BTreeMap<String, Secret>) -> Self {
+        let decoy = users.values().next().cloned();
         WebConfig {
-            tls: None,
-            users: BTreeMap::new(),
+            tls,
+            users,
+            decoy,
+            remembered: std::sync::Mutex::new(std::collections::HashSet::new()),
+            bcrypt_slots: tokio::sync::Semaphore::new(BCRYPT_SLOTS),
         }
     }
 
@@ -96,12 +126,21 @@ impl WebConfig {
 
         for (user, hash) in &file.basic_auth_users {
             // A hash that does not parse would reject every request for the
-            // user; refuse it at load instead.
-            if bcrypt::verify("", hash.expose()).is_err() {
-                return Err(WebConfigError::Invalid {
-                    field: "basic_auth_users",
-                    message: format!("the hash for {user:?} is not a bcrypt hash"),
-                });
+            // user, and a very high cost would make every request slow:
+            // refuse both at load, without computing any hash.
+            let invalid = |message: String| WebConfigError::Invalid {
+                field: "basic_auth_users",
+                message,
+            };
+            let parts: bcrypt::HashParts = hash
+                .expose()
+                .parse()
+                .map_err(|_| invalid(format!("the hash for {user:?} is not a bcrypt hash")))?;
+            if parts.get_cost() > MAX_BCRYPT_COST {
+                return Err(invalid(format!(
+                    "the hash for {user:?} has cost {}; at most {MAX_BCRYPT_COST} is accepted",
+                    parts.get_cost()
+                )));
             }
         }
 
@@ -109,10 +148,7 @@ impl WebConfig {
             None => None,
             Some(settings) => Some(acceptor(settings)?),
         };
-        Ok(WebConfig {
-            tls,
-            users: file.basic_auth_users,
-        })
+        Ok(Self::with(tls, file.basic_auth_users))
     }
 
     /// Whether requests must authenticate.
@@ -120,35 +156,90 @@ impl WebConfig {
         !self.users.is_empty()
     }
 
-    /// Checks an `Authorization` header value against the users. bcrypt is
-    /// slow by design: call this off the async threads.
-    pub fn authorized(&self, header: Option<&str>) -> bool {
+    /// Checks an `Authorization` header value against the users.
+    ///
+    /// Credentials that passed before are recognised by their digest,
+    /// without bcrypt. Otherwise bcrypt runs off the async threads, at most
+    /// [`BCRYPT_SLOTS`] at once: a flood of wrong passwords waits for a
+    /// slot (and is denied after [`AUTH_WAIT`]) instead of taking every
+    /// core, and a scraper with the right password is not slowed by it.
+    pub async fn authorized(&self, header: Option<&str>) -> bool {
         if self.users.is_empty() {
             return true;
         }
-        let Some(encoded) = header.and_then(|h| h.strip_prefix("Basic ")) else {
+        let Some((user, password)) = header.and_then(basic_credentials) else {
             return false;
         };
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-            return false;
-        };
-        let Ok(pair) = String::from_utf8(decoded) else {
-            return false;
-        };
-        let Some((user, password)) = pair.split_once(':') else {
-            return false;
-        };
-        match self.users.get(user) {
-            Some(hash) => bcrypt::verify(password, hash.expose()).unwrap_or(false),
-            None => false,
+        let digest = ring::digest::digest(
+            &ring::digest::SHA256,
+            format!("{user}\u{0}{password}").as_bytes(),
+        )
+        .as_ref()
+        .to_vec();
+        if self
+            .remembered
+            .lock()
+            .is_ok_and(|remembered| remembered.contains(&digest))
+        {
+            return true;
         }
+
+        // An unknown name is checked against a decoy of the same cost, so
+        // that the answer's timing does not tell which names exist.
+        let (hash, known) = match self.users.get(&user) {
+            Some(hash) => (hash.clone(), true),
+            None => match &self.decoy {
+                Some(decoy) => (decoy.clone(), false),
+                None => return false,
+            },
+        };
+        let Ok(Ok(_slot)) = tokio::time::timeout(AUTH_WAIT, self.bcrypt_slots.acquire()).await
+        else {
+            return false;
+        };
+        let matches = tokio::task::spawn_blocking(move || {
+            bcrypt::verify(password, hash.expose()).unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+        let ok = matches && known;
+        if ok {
+            if let Ok(mut remembered) = self.remembered.lock() {
+                if remembered.len() >= REMEMBERED {
+                    remembered.clear();
+                }
+                remembered.insert(digest);
+            }
+        }
+        ok
     }
+}
+
+/// User and password of a `Basic` `Authorization` value (the scheme's case
+/// does not matter).
+fn basic_credentials(header: &str) -> Option<(String, String)> {
+    let (scheme, encoded) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let pair = String::from_utf8(decoded).ok()?;
+    let (user, password) = pair.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
 }
 
 fn acceptor(settings: &TlsServerConfig) -> Result<tokio_rustls::TlsAcceptor, WebConfigError> {
     let invalid = |field: &'static str, message: String| WebConfigError::Invalid { field, message };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&settings.cert_file)
-        .and_then(|certs| certs.collect::<Result<_, _>>())
+    let read = |field: &'static str, path: &Path| {
+        crate::files::read_capped(path, MAX_PEM_BYTES)
+            .map(|(bytes, _)| bytes)
+            .map_err(|e| invalid(field, format!("{}: {e}", path.display())))
+    };
+    let cert_pem = read("tls_server_config.cert_file", &settings.cert_file)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
         .map_err(|e| {
             invalid(
                 "tls_server_config.cert_file",
@@ -161,7 +252,8 @@ fn acceptor(settings: &TlsServerConfig) -> Result<tokio_rustls::TlsAcceptor, Web
             format!("{} holds no certificate", settings.cert_file.display()),
         ));
     }
-    let key = PrivateKeyDer::from_pem_file(&settings.key_file).map_err(|e| {
+    let key_pem = read("tls_server_config.key_file", &settings.key_file)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
         invalid(
             "tls_server_config.key_file",
             format!("{}: {e}", settings.key_file.display()),
@@ -199,8 +291,8 @@ mod tests {
         WebConfig::load(&path)
     }
 
-    #[test]
-    fn basic_auth_checks_bcrypt_hashes() {
+    #[tokio::test]
+    async fn basic_auth_checks_bcrypt_hashes() {
         let hash = bcrypt::hash("right", 4).expect("hash");
         let config = load_yaml(&format!("basic_auth_users:\n  alice: '{hash}'\n")).expect("valid");
         let header = |pair: &str| {
@@ -210,12 +302,21 @@ mod tests {
             )
         };
         assert!(config.requires_auth());
-        assert!(config.authorized(Some(&header("alice:right"))));
-        assert!(!config.authorized(Some(&header("alice:wrong"))));
-        assert!(!config.authorized(Some(&header("bob:right"))));
-        assert!(!config.authorized(Some("Basic !!!")));
-        assert!(!config.authorized(Some("Bearer x")));
-        assert!(!config.authorized(None));
+        assert!(config.authorized(Some(&header("alice:right"))).await);
+        assert!(
+            config.authorized(Some(&header("alice:right"))).await,
+            "remembered"
+        );
+        let lower = header("alice:right").replacen("Basic", "basic", 1);
+        assert!(
+            config.authorized(Some(&lower)).await,
+            "the scheme's case does not matter"
+        );
+        assert!(!config.authorized(Some(&header("alice:wrong"))).await);
+        assert!(!config.authorized(Some(&header("bob:right"))).await);
+        assert!(!config.authorized(Some("Basic !!!")).await);
+        assert!(!config.authorized(Some("Bearer x")).await);
+        assert!(!config.authorized(None).await);
     }
 
     #[test]

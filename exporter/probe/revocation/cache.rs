@@ -1,7 +1,8 @@
 //! The revocation answer cache, shared by every probe and kept across
 //! configuration reloads (it is lost on restart).
 //!
-//! One entry per method, URL and certificate (issuer key and serial): the
+//! One entry per route, method, URL and certificate (issuer key and
+//! serial): the
 //! last good, verified answer, when it was fetched, until when it may be
 //! relied on (its nextUpdate, never later than `revocation.max_cache_age`
 //! after the fetch), and how the last attempt to fetch it went.
@@ -30,6 +31,10 @@ pub const MAX_ENTRIES: usize = 4096;
 /// What an answer is about and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
+    /// The route it was fetched over (`direct`, or the proxy's address):
+    /// an answer fetched directly says nothing of whether the proxy lets
+    /// the URL through.
+    pub route: String,
     pub method: Method,
     pub url: String,
     /// The issuer's whole SubjectPublicKeyInfo, in DER.
@@ -140,6 +145,7 @@ mod tests {
 
     fn key(n: usize) -> CacheKey {
         CacheKey {
+            route: "direct".to_string(),
             method: Method::Crl,
             url: format!("http://ca.example/{n}.crl"),
             issuer_key: vec![1],

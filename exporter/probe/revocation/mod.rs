@@ -255,6 +255,7 @@ struct Subject<'a> {
 pub async fn check(
     ctx: &RevocationContext,
     client: &reqwest::Client,
+    route: &str,
     chain_der: &[CertificateDer<'static>],
     anchors: &[TrustAnchor<'static>],
     deadline: TokioInstant,
@@ -297,10 +298,26 @@ pub async fn check(
     let mut fetches = Vec::new();
     for subject in &subjects {
         for url in &subject.ocsp_urls {
-            fetches.push(one_check(ctx, client, subject, Method::Ocsp, url, deadline));
+            fetches.push(one_check(
+                ctx,
+                client,
+                route,
+                subject,
+                Method::Ocsp,
+                url,
+                deadline,
+            ));
         }
         for url in &subject.crl_urls {
-            fetches.push(one_check(ctx, client, subject, Method::Crl, url, deadline));
+            fetches.push(one_check(
+                ctx,
+                client,
+                route,
+                subject,
+                Method::Crl,
+                url,
+                deadline,
+            ));
         }
     }
     observation.checks = futures_util::future::join_all(fetches).await;
@@ -363,12 +380,14 @@ fn verdict(position: usize, checks: &[RevocationCheck]) -> Result<(), Revocation
 async fn one_check(
     ctx: &RevocationContext,
     client: &reqwest::Client,
+    route: &str,
     subject: &Subject<'_>,
     method: Method,
     url: &str,
     deadline: TokioInstant,
 ) -> RevocationCheck {
     let key = cache::CacheKey {
+        route: route.to_string(),
         method,
         url: url.to_string(),
         issuer_key: subject.issuer.spki_der.clone(),
@@ -510,9 +529,14 @@ fn find_issuer(
     None
 }
 
+/// The most URLs of one method checked per certificate; real certificates
+/// name one or two. The rest are ignored, so that a certificate cannot make
+/// a probe fetch (and the metrics carry) an unbounded number of URLs.
+pub const MAX_URLS_PER_METHOD: usize = 4;
+
 /// The HTTP OCSP responders (Authority Information Access) and CRL URLs
-/// (CRL Distribution Points) a certificate names. Other schemes (LDAP) are
-/// skipped.
+/// (CRL Distribution Points) a certificate names, at most
+/// [`MAX_URLS_PER_METHOD`] of each. Other schemes (LDAP) are skipped.
 fn revocation_urls(cert: &X509Certificate<'_>) -> (Vec<String>, Vec<String>) {
     let http = |uri: &str| uri.starts_with("http://") || uri.starts_with("https://");
     let mut ocsp = Vec::new();
@@ -527,7 +551,10 @@ fn revocation_urls(cert: &X509Certificate<'_>) -> (Vec<String>, Vec<String>) {
                         continue;
                     }
                     if let GeneralName::URI(uri) = description.access_location {
-                        if http(uri) && !ocsp.iter().any(|u| u == uri) {
+                        if http(uri)
+                            && !ocsp.iter().any(|u| u == uri)
+                            && ocsp.len() < MAX_URLS_PER_METHOD
+                        {
                             ocsp.push(uri.to_string());
                         }
                     }
@@ -541,7 +568,10 @@ fn revocation_urls(cert: &X509Certificate<'_>) -> (Vec<String>, Vec<String>) {
                     };
                     for name in names {
                         if let GeneralName::URI(uri) = name {
-                            if http(uri) && !crl.iter().any(|u| u == uri) {
+                            if http(uri)
+                                && !crl.iter().any(|u| u == uri)
+                                && crl.len() < MAX_URLS_PER_METHOD
+                            {
                                 crl.push(uri.to_string());
                             }
                         }
