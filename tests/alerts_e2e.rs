@@ -16,16 +16,18 @@ use common::prometheus::{
     start_prometheus, start_webhook, string_map, Target,
 };
 use common::{shared_fixture, Harness, ZONE};
+use tetra_exporter::probe::Step;
 
-/// The steps of the probe chain; each needs an alert of its own.
+/// The steps of the probe chain, as the exporter names them; each needs an
+/// alert of its own.
 const STEPS: [&str; 7] = [
-    "dns",
-    "connect",
-    "proxy_connect",
-    "proxy_auth",
-    "tls",
-    "revocation",
-    "download",
+    Step::Dns.as_str(),
+    Step::Connect.as_str(),
+    Step::ProxyConnect.as_str(),
+    Step::ProxyAuth.as_str(),
+    Step::Tls.as_str(),
+    Step::Revocation.as_str(),
+    Step::Download.as_str(),
 ];
 
 /// What Prometheus loads in place of every `for:` in the end-to-end test.

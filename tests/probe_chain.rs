@@ -53,15 +53,7 @@ fn assert_failed(text: &str, host: &str, step: &str, reason: &str) {
         1,
         "exactly one reason"
     );
-    for other in [
-        "dns",
-        "connect",
-        "proxy_connect",
-        "proxy_auth",
-        "tls",
-        "revocation",
-        "download",
-    ] {
+    for other in tetra_exporter::probe::Step::ALL.map(|step| step.as_str()) {
         let expected = if other == step { 1.0 } else { 0.0 };
         assert_eq!(
             sample(

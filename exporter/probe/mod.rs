@@ -52,7 +52,7 @@ impl Step {
     ];
 
     /// The step's label value.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Step::Dns => "dns",
             Step::Connect => "connect",
